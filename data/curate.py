@@ -1,0 +1,169 @@
+"""Rows to items, cleaned the way the course cleaned Amazon-Reviews-2023 metadata.
+
+Follows ed-donner/llm_engineering week 6 (`items.py`, `loaders.py`): keep
+0.5 <= price <= 999.49; text = title + description + features + details, with boilerplate
+phrases removed from the details, the characters `:[]"{}【】` and whitespace runs collapsed
+to one space, and words of 7+ characters that contain a digit (part numbers) dropped;
+reject listings whose description + features + details hold 300 characters or fewer.
+The course then cut the text to 160 tokens of Llama 3.1's tokenizer; pricer does that
+cut in `data.prompts`, with the tokenizer of the model being trained. The course's second
+length floor (more than 150 tokens) is tokenizer-specific and is not applied here.
+
+Curated rows (title/text/price, like the bundled files) are already cleaned: they only
+get the price and non-empty checks, never a second scrub.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from data.items import DataError, Item
+from data.prompts import PREFIX, QUESTION
+
+REMOVALS: tuple[str, ...] = (
+    '"Batteries Included?": "No"', '"Batteries Included?": "Yes"',
+    '"Batteries Required?": "No"', '"Batteries Required?": "Yes"',
+    "By Manufacturer", "Item", "Date First", "Package", ":", "Number of",
+    "Best Sellers", "Number", "Product ",
+)
+RAW_FIELDS = ("description", "features", "details", "main_category")
+_COLLAPSE = re.compile(r'[:\[\]"{}【】\s]+')
+_PRICE = re.compile(r"-?\$?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?|-?\$?\s*\.\d+")
+_MISSING = {"", "none", "null", "nan", "n/a"}
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    """Limits and cleaning rules; the defaults are the course's."""
+
+    min_price: float = 0.5
+    max_price: float = 999.49
+    min_chars: int = 300
+    ceiling_chars: int = 1120  # the course's MAX_TOKENS * 7: enough text for 160 tokens
+    part_number_len: int = 7
+    removals: tuple[str, ...] = field(default=REMOVALS)
+
+
+class SkipRow(DataError):
+    """A row rejected for `reason` (a short phrase used as the skip counter's key)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_price(value: object) -> float:
+    """A price from a number or a string like "$1,299.99"; SkipRow when missing or not a number."""
+    if value is None or isinstance(value, bool):
+        raise SkipRow("missing price" if value is None else "non-numeric price")
+    if isinstance(value, (int, float)):
+        if math.isnan(value):
+            raise SkipRow("missing price")
+        return float(value)
+    if not isinstance(value, str):
+        raise SkipRow("non-numeric price")
+    s = value.strip()
+    if s.lower() in _MISSING:
+        raise SkipRow("missing price")
+    if not _PRICE.fullmatch(s):
+        raise SkipRow("non-numeric price")
+    return float(s.replace("$", "").replace(",", "").replace(" ", ""))
+
+
+def check_price(price: float, config: CurationConfig) -> float:
+    """The price itself when inside the configured range, else SkipRow."""
+    if not config.min_price <= price <= config.max_price:
+        raise SkipRow("price out of range")
+    return price
+
+
+def scrub(text: str, part_number_len: int = 7) -> str:
+    """Collapse punctuation/whitespace runs to a space and drop long words holding a digit."""
+    text = _COLLAPSE.sub(" ", text).strip()
+    text = text.replace(" ,", ",").replace(",,,", ",").replace(",,", ",")
+    words = text.split(" ")
+    return " ".join(w for w in words if len(w) < part_number_len or not any(c.isdigit() for c in w))
+
+
+def scrub_details(details: str, removals: tuple[str, ...] = REMOVALS) -> str:
+    """Remove the course's boilerplate phrases from a details string."""
+    for phrase in removals:
+        details = details.replace(phrase, "")
+    return details
+
+
+def is_raw_row(row: dict) -> bool:
+    """True for Amazon-Reviews-2023 metadata rows (no `text`, some of the raw fields)."""
+    return "text" not in row and any(k in row for k in RAW_FIELDS)
+
+
+def curate(row: dict, config: CurationConfig | None = None, *, source: str | None = None) -> Item:
+    """One row (raw Amazon metadata or curated title/text/price) as an Item; SkipRow if rejected."""
+    config = config or CurationConfig()
+    if not isinstance(row, dict):
+        raise SkipRow("not an object")
+    price = check_price(parse_price(row.get("price")), config)
+    if is_raw_row(row):
+        return _curate_raw(row, price, config, source)
+    return _curate_curated(row, price, source)
+
+
+def _category(row: dict) -> str | None:
+    value = row.get("category") or row.get("main_category")
+    return value if isinstance(value, str) and value.strip() and value != "None" else None
+
+
+def _lines(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)]
+
+
+def _curate_raw(row: dict, price: float, config: CurationConfig, source: str | None) -> Item:
+    title = row.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise SkipRow("missing title")
+    contents = "\n".join(_lines(row.get("description")))
+    if contents:
+        contents += "\n"
+    features = "\n".join(_lines(row.get("features")))
+    if features:
+        contents += features + "\n"
+    details = row.get("details")
+    if isinstance(details, dict):
+        # The hub's metadata holds details as a JSON string; the removals are written for that form.
+        details = json.dumps(details, ensure_ascii=False)
+    if details:
+        contents += scrub_details(str(details), config.removals) + "\n"
+    if len(contents) <= config.min_chars:
+        raise SkipRow("too short")
+    contents = contents[: config.ceiling_chars]
+    n = config.part_number_len
+    text = f"{scrub(title, n)}\n{scrub(contents, n)}"
+    return Item(title=title.strip(), text=text, price=price, category=_category(row), source=source)
+
+
+def _unwrap_prompt(text: str) -> str:
+    """The item text inside a full course prompt (the course's HF datasets store prompts as `text`)."""
+    head = QUESTION + "\n\n"
+    if text.startswith(head):
+        text = text[len(head):]
+        cut = text.rfind("\n\n" + PREFIX)
+        if cut >= 0:
+            text = text[:cut]
+    return text.strip()
+
+
+def _curate_curated(row: dict, price: float, source: str | None) -> Item:
+    text = row.get("text")
+    if not isinstance(text, str) or not _unwrap_prompt(text):
+        raise SkipRow("empty text")
+    text = _unwrap_prompt(text)
+    title = row.get("title")
+    if not isinstance(title, str) or not title.strip():
+        title = text.split("\n", 1)[0]
+    return Item(title=title.strip(), text=text, price=price, category=_category(row), source=source)

@@ -1,0 +1,44 @@
+"""The tokenizer probe on tokenizers with known answers."""
+import pytest
+from transformers import AutoTokenizer
+
+from data.tokens import format_probe, main, probe_tokenizer
+
+
+def test_digit_tokenizer(tiny_tokenizer):
+    probe = probe_tokenizer(tiny_tokenizer)
+    assert probe.numbers["100"] == ["1", "0", "0"] and probe.numbers["0"] == ["0"]
+    assert (probe.single_token_ints, probe.all_ints_single) == (10, False)
+    assert probe.completions["30.00"] == ["3", "0", ".", "0", "0"]
+    assert probe.prefix_same_at_prompt_end and probe.prefix_found_in_training_ids
+
+
+def test_triples_tokenizer(tiny_llama3_dir):
+    probe = probe_tokenizer(AutoTokenizer.from_pretrained(tiny_llama3_dir))
+    assert probe.all_ints_single and probe.single_token_ints == 1000
+    assert probe.numbers["999"] == ["999"] and probe.numbers["1000"] == ["100", "0"]
+    assert probe.completions["250.00"] == ["250", ".", "0", "0"]  # 249.95 rounds to 250
+    assert "integers 0-999 that are one token: 1000/1000 (all)" in format_probe(probe)
+
+
+def test_merging_tokenizer_is_flagged():
+    from test_data_collator import _merging_tokenizer
+
+    probe = probe_tokenizer(_merging_tokenizer())
+    assert probe.prefix_same_at_prompt_end and not probe.prefix_found_in_training_ids
+    assert "a template-search collator would fail" in format_probe(probe)
+
+
+def test_cli(tiny_llama_dir, capsys):
+    assert main([str(tiny_llama_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "integers 0-999 that are one token: 10/1000" in out and "'Price is $' alone" in out
+
+
+@pytest.mark.smollm2
+def test_smollm2(request):
+    pytest.importorskip("quant")
+    tok = AutoTokenizer.from_pretrained(request.getfixturevalue("smollm2_dir"))
+    probe = probe_tokenizer(tok)
+    assert probe.single_token_ints == 10  # SmolLM2 splits numbers into digits
+    assert probe.prefix_same_at_prompt_end
