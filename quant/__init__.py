@@ -1,0 +1,17 @@
+"""Base models for QLoRA: bitsandbytes 4/8/16-bit loading, k-bit training prep, memory and error reports.
+
+    from quant import resolve_model, load_base_model, prepare_for_kbit_training, memory_report, ModelError
+
+`resolve_model("smollm2-135m")` provisions the embedded SmolLM2-135M-Instruct (quant/embedded.py);
+`python -m quant.report MODEL` prints NF4 vs FP4 quantization error per layer kind (quant/report.py).
+bitsandbytes is imported only when a 4/8-bit model is loaded, so importing quant stays cheap.
+"""
+from quant.exceptions import ModelError
+from quant.load import load_base_model, load_tokenizer
+from quant.memory import format_memory_report, memory_report
+from quant.prepare import prepare_for_kbit_training
+from quant.projections import check_projections
+from quant.resolve import resolve_model
+
+__all__ = ["ModelError", "resolve_model", "load_base_model", "load_tokenizer", "prepare_for_kbit_training",
+           "memory_report", "format_memory_report", "check_projections"]

@@ -1,0 +1,39 @@
+"""Find the projection layers LoRA will wrap, and say clearly when a model has none of them."""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from torch import nn
+
+from quant.exceptions import ModelError
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+LAYER_KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Qualified names of every Linear-like module (nn.Linear and its bitsandbytes subclasses, Conv1D)."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
+
+
+def check_projections(model: nn.Module, targets: Sequence[str] | str = ATTENTION) -> list[str]:
+    """Qualified names of the Linear layers matching `targets`; ModelError naming the ones it has if none do.
+
+    `targets` is a list of leaf names ("q_proj", ...), "all-linear", or a regex matched against whole
+    qualified names -- the three forms LoRAConfig.target_modules takes.
+    """
+    names = linear_names(model)
+    if targets == "all-linear":  # peft's meaning: every linear except the output head
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        found = [n for n in names if model.get_submodule(n) is not head]
+    elif isinstance(targets, str):
+        found = [n for n in names if re.fullmatch(targets, n)]
+    else:
+        found = [n for n in names if n.rsplit(".", 1)[-1] in set(targets)]
+    if not found:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise ModelError(f"{type(model).__name__} has no Linear layers matching {targets!r}; its Linear layer "
+                         f"names are {leaves}: target those instead")
+    return found
