@@ -1,0 +1,103 @@
+"""Put LoRALinear layers into a model (and take them out): target matching, freezing, parameter groups."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+from torch import nn
+
+from .config import LoRAConfig
+from .layer import LoRALinear
+
+log = logging.getLogger(__name__)
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    """The model's LoRALinear layers by qualified name, in module order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def _matches(name: str, targets: tuple[str, ...] | str, head: str | None) -> bool:
+    if targets == "all-linear":
+        return name != head
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def _output_head_name(model: nn.Module) -> str | None:
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    return next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters, counting a bitsandbytes 4-bit weight as peft does (numel * 2 * bytes)."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if type(p).__name__ == "Params4bit":
+            # Two 4-bit values are packed per byte of storage, so numel undercounts the weights.
+            n *= 2 * p.element_size()
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+
+
+def inject_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
+    """Wrap the linear layers config.target_modules names in LoRALinear, freeze all else; return the names."""
+    config = config or LoRAConfig()
+    if lora_layers(model):
+        raise ValueError("model already has LoRA layers: call unload_lora or merge_lora before injecting again")
+    head = _output_head_name(model)
+    names = []
+    for name, module in model.named_modules():
+        if not name or not _matches(name, config.target_modules, head):
+            continue
+        if isinstance(module, nn.Linear):
+            names.append(name)
+        elif not isinstance(config.target_modules, str):
+            raise ValueError(f"target_modules matches {name}, a {type(module).__name__}; LoRA wraps linear layers only")
+    if not names:
+        example = next((n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != head), "none")
+        raise ValueError(f"target_modules {config.target_modules!r} matched no linear layer (a regex must match "
+                         f"whole names like {example!r}; a list matches name suffixes like 'q_proj')")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name in names:
+        base = model.get_submodule(name)
+        layer = LoRALinear(base, r=config.r, alpha=config.alpha, dropout=config.dropout,
+                           use_rslora=config.use_rslora, use_dora=config.use_dora, init=config.init)
+        _replace(model, name, layer.train(base.training))  # an eval model must not start dropping out
+    if config.base_model_name_or_path is None:
+        config = dataclasses.replace(config, base_model_name_or_path=getattr(model, "name_or_path", None) or None)
+    model.lora_config = config
+    trainable, total = parameter_counts(model)
+    log.info("LoRA on %d layers: trainable params: %s || all params: %s || trainable%%: %.4f",
+             len(names), f"{trainable:,d}", f"{total:,d}", 100 * trainable / total)
+    return names
+
+
+def lora_parameters(model: nn.Module, split: bool = False) -> list[nn.Parameter] | tuple[list, list]:
+    """All LoRA parameters, or (A-side incl. DoRA magnitude, B-side) for LoRA+ learning rates."""
+    a_side, b_side = [], []
+    for layer in lora_layers(model).values():
+        a_side.append(layer.lora_A.weight)
+        if layer.lora_magnitude_vector is not None:
+            a_side.append(layer.lora_magnitude_vector)
+        b_side.append(layer.lora_B.weight)
+    return (a_side, b_side) if split else a_side + b_side
+
+
+def unload_lora(model: nn.Module) -> nn.Module:
+    """Put the original base layers back, dropping the adapters (base parameters stay frozen)."""
+    for name, layer in lora_layers(model).items():
+        _replace(model, name, layer.base_layer)
+    model.__dict__.pop("lora_config", None)
+    return model

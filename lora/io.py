@@ -1,0 +1,145 @@
+"""Adapters on disk in peft's format: adapter_model.safetensors + adapter_config.json, both ways."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import AdapterError, LoRAConfig
+from .inject import inject_lora, lora_layers, unload_lora
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+# peft keys are the module names under PeftModel.base_model.model, with the adapter name dropped.
+PREFIX = "base_model.model."
+
+
+def _lora_params(model: nn.Module) -> dict[str, nn.Parameter]:
+    params = {}
+    for name, layer in lora_layers(model).items():
+        params[f"{PREFIX}{name}.lora_A.weight"] = layer.lora_A.weight
+        params[f"{PREFIX}{name}.lora_B.weight"] = layer.lora_B.weight
+        if layer.lora_magnitude_vector is not None:
+            params[f"{PREFIX}{name}.lora_magnitude_vector"] = layer.lora_magnitude_vector
+    return params
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The LoRA weights under peft's keys (...q_proj.lora_A.weight, ...lora_B.weight, ...lora_magnitude_vector)."""
+    return {k: v.detach().contiguous().cpu() for k, v in _lora_params(model).items()}
+
+
+def _write_folder(path: Path, files: dict[str, Callable[[Path], None]]) -> None:
+    """Write files into a temp folder beside path, then move them in (each file replaced atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for name, write in files.items():
+            write(tmp / name)
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+        # An existing folder may hold other run outputs: keep them, swap only our files.
+        for name in files:
+            os.replace(tmp / name, path / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_adapter(model: nn.Module, path: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
+    """Write the model's adapter to path as peft does, so PeftModel.from_pretrained loads it."""
+    layers = lora_layers(model)
+    config = getattr(model, "lora_config", None)
+    if not layers or config is None:
+        raise ValueError("model has no LoRA layers: call inject_lora or load_adapter before save_adapter")
+    if base_model_name_or_path is not None:
+        config = dataclasses.replace(config, base_model_name_or_path=base_model_name_or_path)
+    # peft records "all-linear" as the module names it resolved to; do the same so peft wraps the same layers.
+    targets = list(layers) if config.target_modules == "all-linear" else None
+    peft_config = config.to_peft_dict(targets)
+    state = adapter_state_dict(model)
+
+    def write_config(p: Path) -> None:
+        p.write_text(json.dumps(peft_config, indent=2) + "\n")
+
+    path = Path(path)
+    _write_folder(path, {WEIGHTS_NAME: lambda p: save_file(state, p, metadata={"format": "pt"}),
+                         CONFIG_NAME: write_config})
+    return path
+
+
+def _read(path: Path) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
+    if not path.is_dir():
+        raise FileNotFoundError(f"no adapter folder at {path}: pass the folder save_adapter wrote")
+    if not (path / CONFIG_NAME).is_file():
+        raise AdapterError(f"{path} has no {CONFIG_NAME}: pass a folder written by save_adapter or peft")
+    if not (path / WEIGHTS_NAME).is_file():
+        if (path / "adapter_model.bin").is_file():
+            raise AdapterError(f"{path} holds adapter_model.bin (a pickle), which pricer never loads: re-save it "
+                               "with peft's save_pretrained(..., safe_serialization=True)")
+        raise AdapterError(f"{path} has no {WEIGHTS_NAME}: the adapter save did not finish; save it again")
+    try:
+        config = LoRAConfig.from_peft_dict(json.loads((path / CONFIG_NAME).read_text()))
+    except json.JSONDecodeError as e:
+        raise AdapterError(f"{path / CONFIG_NAME} is not valid JSON ({e}); save the adapter again") from None
+    try:
+        tensors = load_file(path / WEIGHTS_NAME)
+    except (SafetensorError, OSError) as e:
+        raise AdapterError(f"{path / WEIGHTS_NAME} is not a readable safetensors file ({e}); save it again") from None
+    return config, tensors
+
+
+def _shape_error(model: nn.Module, key: str, got: tuple, want: tuple, r: int) -> AdapterError:
+    rank_axis = 0 if key.endswith("lora_A.weight") else 1
+    if len(got) == len(want) == 2 and got[rank_axis] != want[rank_axis]:
+        return AdapterError(f"adapter weight {key} has rank {got[rank_axis]} but adapter_config.json says r={r}; "
+                            "the adapter files are inconsistent, save it again")
+    axis = next((i for i in range(len(want)) if len(got) == len(want) and got[i] != want[i]), None)
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    if axis is not None and want[axis] == hidden:
+        return AdapterError(f"adapter was trained on a base with hidden size {got[axis]}, this base has {hidden} "
+                            f"({key}: {got} vs {want}); load it on the base it was trained on")
+    return AdapterError(f"adapter was trained on another base: {key} has shape {got}, this base needs {want}; "
+                        "load it on the base it was trained on")
+
+
+def load_adapter(model: nn.Module, path: str | os.PathLike) -> LoRAConfig:
+    """Inject LoRA as the adapter's config says and load its weights; one-line AdapterError on any mismatch."""
+    path = Path(path)
+    config, tensors = _read(path)
+    try:
+        inject_lora(model, config)
+    except ValueError as e:
+        if lora_layers(model):
+            raise
+        raise AdapterError(f"adapter does not fit this base: {e}") from None
+    try:
+        expected = _lora_params(model)
+        for key, param in expected.items():
+            if key not in tensors:
+                raise AdapterError(f"adapter file lacks {key}, which this base needs: it was trained on another base "
+                                   "or with other target_modules")
+            got, want = tuple(tensors[key].shape), tuple(param.shape)
+            if got != want:
+                raise _shape_error(model, key, got, want, config.r)
+        unexpected = [k for k in tensors if k not in expected]
+        if unexpected:
+            raise AdapterError(f"adapter has weights for {unexpected[0]}, which this base has no LoRA layer for: "
+                               "it was trained on another base")
+        with torch.no_grad():
+            for key, param in expected.items():
+                param.copy_(tensors[key])
+    except AdapterError:
+        unload_lora(model)
+        raise
+    return config
+
