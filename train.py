@@ -101,6 +101,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0               # 0 disables clipping
     loraplus_ratio: float = 1.0              # lr of B = lr * ratio (LoRA+, Hayou et al. 2024); 1 = off
     gradient_checkpointing: bool = False
+    cuda_graphs: bool = False                # capture forward+backward once, replay (1 GPU; see CudaGraphLoss)
     mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
     group_by_length: bool = False
     eval_every: int = 0                      # steps; 0 = never
@@ -330,6 +331,83 @@ class CompletionLossModel(nn.Module):
                                                 "labels": labels})
 
 
+class StaticCompletionLoss(nn.Module):
+    """completion_loss_sum with fixed shapes, so that CUDA graphs can capture it.
+
+    The supervised positions come in as a fixed-length list (flat indices into batch x length)
+    with a weight of 1 for real ones and 0 for padding, instead of a boolean mask whose number
+    of True entries changes from batch to batch. No attention mask: batches are right padded
+    and attention is causal, so no real token ever attends to padding.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
+        head = self.model.get_output_embeddings()
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            logits = head(hidden.flatten(0, 1).index_select(0, positions).to(head.weight.dtype)).float()
+        return (F.cross_entropy(logits, targets, reduction="none") * weights).sum()
+
+
+class CudaGraphLoss:
+    """CompletionLossModel's forward and backward captured as CUDA graphs, one pair per batch shape.
+
+    A QLoRA step on a small batch is bound by the CPU launching thousands of small kernels
+    (dequantize, matmul, LoRA, norms), not by the GPU. Capturing the step once and replaying
+    it removes that cost (torch.cuda.make_graphed_callables; dropout stays random through
+    graph-safe RNG). Same call and result as CompletionLossModel; each new (batch, length)
+    shape is captured on first use, so pad batches to a fixed length (data.pad_to_multiple_of
+    or max_length) to keep the number of graphs small. Single process only: DDP's gradient
+    hooks are not captured.
+    """
+
+    def __init__(self, loss_model: "CompletionLossModel", max_supervised_per_row: int = 16) -> None:
+        self.model = loss_model.model
+        self.per_row = max_supervised_per_row
+        self.graphs: dict[tuple[int, int], Any] = {}
+
+    def train(self, mode: bool = True) -> "CudaGraphLoss":
+        """Set the model's mode (captured graphs keep the mode they were captured in: training)."""
+        self.model.train(mode)
+        return self
+
+    def eval(self) -> "CudaGraphLoss":
+        return self.train(False)
+
+    def _inputs(self, input_ids: torch.Tensor, labels: torch.Tensor):
+        rows, length = input_ids.shape
+        nxt = labels[:, 1:]
+        mask = nxt != -100
+        counts = mask.sum(1)
+        if int(counts.max()) > self.per_row:
+            raise ValueError(f"a row has {int(counts.max())} supervised tokens, more than the "
+                             f"{self.per_row} the CUDA graph was sized for")
+        k = rows * self.per_row
+        b, t = mask.nonzero(as_tuple=True)
+        positions = torch.zeros(k, dtype=torch.long, device=input_ids.device)
+        targets = torch.zeros(k, dtype=torch.long, device=input_ids.device)
+        weights = torch.zeros(k, dtype=torch.float32, device=input_ids.device)
+        n = b.numel()
+        positions[:n] = b * length + t
+        targets[:n] = nxt[b, t]
+        weights[:n] = 1.0
+        return (input_ids, positions, targets, weights), counts.sum()
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        args, n_tok = self._inputs(input_ids, labels)
+        key = tuple(input_ids.shape)
+        if key not in self.graphs:
+            # A fresh wrapper per shape: make_graphed_callables replaces the forward of what it captures.
+            self.graphs[key] = torch.cuda.make_graphed_callables(StaticCompletionLoss(self.model), args,
+                                                                 num_warmup_iters=3)
+        return self.graphs[key](*args), n_tok
+
+
 def accumulate_gradients(accelerator, model: nn.Module, micro_batches: list[dict[str, torch.Tensor]]
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Backward over one optimizer step's micro-batches; returns (loss sum, supervised tokens), summed over processes.
@@ -536,7 +614,10 @@ def train(cfg: Config, resume: str | None = None) -> Path:
 
     # --- accelerator: one process per device; `accelerate launch` decides how many.
     log_with = None if cfg.log.report_to == "none" else cfg.log.report_to
-    accelerator = Accelerator(mixed_precision=t.mixed_precision, log_with=log_with, project_dir=str(out))
+    # CUDA graphs need autocast without its weight-cast cache (a cached cast would outlive the capture).
+    from accelerate.utils import AutocastKwargs
+    accelerator = Accelerator(mixed_precision=t.mixed_precision, log_with=log_with, project_dir=str(out),
+                              kwargs_handlers=[AutocastKwargs(cache_enabled=not t.cuda_graphs)])
     rank, world = accelerator.process_index, accelerator.num_processes
     say = accelerator.print
 
@@ -617,6 +698,13 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, warmup=warmup, total=total_steps, schedule=t.schedule))
     wrapped = accelerator.prepare_model(CompletionLossModel(model), device_placement=False)
+    if t.cuda_graphs:
+        if accelerator.device.type != "cuda" or world > 1:
+            raise ConfigError("train.cuda_graphs needs one process on a CUDA GPU; "
+                              "set --train.cuda_graphs false for CPU or multi-GPU runs")
+        # The collator pads to a fixed length, so one graph serves every step.
+        collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length, pad_to_multiple_of=cfg.data.max_length)
+        wrapped = CudaGraphLoss(wrapped)
     optimizer = accelerator.prepare_optimizer(optimizer)
     params = lora_parameters(model)
 

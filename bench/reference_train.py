@@ -1,0 +1,102 @@
+"""The reference stack trained on exactly what train.py trains on: for the quality parity run.
+
+transformers + bitsandbytes (the same quant.load_base_model base and preparation) + peft LoRA,
+with HF's own loss (model(..., labels=...).loss) in a plain loop: the same config file, data
+split, prompts, collator, data order (train.epoch_order), optimizer, schedule and clipping as
+train.py. Only the LoRA implementation and the loss code differ, so the two adapters'
+evaluate.py reports compare the stacks. Single process, grad_accum 1 (then HF's per-batch mean
+equals train.py's supervised-token normalisation). Saves a peft adapter to <output_dir>/adapter.
+
+    python bench/reference_train.py --config configs/smollm2-pricer.yaml --output_dir runs/ref
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data import CompletionCollator, completion, load_items, split_items, train_prompt  # noqa: E402
+from data.splits import balance  # noqa: E402
+from quant import load_base_model, prepare_for_kbit_training  # noqa: E402
+from train import epoch_order, lr_lambda, parse_args, warmup_steps  # noqa: E402
+
+
+def main() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    cfg, _ = parse_args(sys.argv[1:])
+    t = cfg.train
+    if t.grad_accum != 1:
+        sys.exit("reference_train.py runs grad_accum 1 only (HF's loss is a per-batch mean)")
+    torch.manual_seed(t.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_base_model(cfg.model.name, bits=cfg.model.bits, quant_type=cfg.model.quant_type,
+                                       double_quant=cfg.model.double_quant, compute_dtype=cfg.model.compute_dtype,
+                                       device=device, verbose=False)
+    model = prepare_for_kbit_training(model, gradient_checkpointing=t.gradient_checkpointing)
+    targets = cfg.lora.target_modules
+    model = get_peft_model(model, LoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, use_rslora=cfg.lora.use_rslora,
+        target_modules=targets if isinstance(targets, str) else list(targets), task_type="CAUSAL_LM"))
+
+    splits = split_items(load_items(cfg.data.source, limit=cfg.data.limit), seed=cfg.data.seed,
+                         val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction)
+    items = splits.train
+    if cfg.data.balance:
+        items = balance(items, cap=cfg.data.balance_cap, keep_all_above=cfg.data.balance_keep_all_above,
+                        seed=cfg.data.seed)
+    examples = [{"prompt": train_prompt(it, tokenizer, cfg.data.max_text_tokens), "completion": completion(it)}
+                for it in items]
+    lengths = [len(ids) for ids in tokenizer([e["prompt"] + e["completion"] for e in examples])["input_ids"]]
+    collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length,
+                                 pad_to_multiple_of=cfg.data.pad_to_multiple_of)
+    steps_per_epoch = len(examples) // t.batch_size
+    total = t.max_steps or t.epochs * steps_per_epoch
+
+    import bitsandbytes as bnb
+    params = [p for p in model.parameters() if p.requires_grad]
+    kw = dict(lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    opt = {"adamw": torch.optim.AdamW, "paged_adamw_32bit": bnb.optim.PagedAdamW32bit,
+           "paged_adamw_8bit": bnb.optim.PagedAdamW8bit, "adamw_8bit": bnb.optim.AdamW8bit}[t.optimizer](params, **kw)
+    warm = warmup_steps(t, total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warmup=warm, total=total,
+                                                                       schedule=t.schedule))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "metrics.jsonl", "w")
+    model.train()
+    started, step, order_epoch = time.time(), 0, None
+    while step < total:
+        epoch, k = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            order_epoch, order = epoch, epoch_order(lengths, seed=t.seed, epoch=epoch, global_batch=t.batch_size,
+                                                    group_by_length=t.group_by_length)
+        batch = collate([examples[i] for i in order[k * t.batch_size:(k + 1) * t.batch_size]])
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=t.mixed_precision == "bf16"):
+            loss = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                         labels=batch["labels"].to(device)).loss
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm) if t.max_grad_norm else torch.zeros(())
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        if step % 10 == 0 or step == total:
+            log.write(json.dumps({"step": step, "loss": float(loss), "grad_norm": float(norm),
+                                  "elapsed": time.time() - started}) + "\n")
+            log.flush()
+    model.save_pretrained(out / "adapter")
+    cfg_path = out / "adapter" / "adapter_config.json"
+    saved = json.loads(cfg_path.read_text())
+    saved["base_model_name_or_path"] = cfg.model.name  # peft writes the resolved cache path
+    cfg_path.write_text(json.dumps(saved, indent=2))
+    print(f"reference: {total} steps in {time.time() - started:.0f}s; adapter in {out / 'adapter'}")
+
+
+if __name__ == "__main__":
+    main()

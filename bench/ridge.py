@@ -1,0 +1,58 @@
+"""Classical baselines on the same splits evaluate.py uses: TF-IDF + ridge regression, and the median.
+
+Fit on the training split (log1p of the price, which is what RMSLE scores), predict the
+test split, and write evaluate.py-style report folders so `evaluate.py --compare` puts them
+beside the language models:
+
+    python bench/ridge.py --out runs/baselines [--data data/amazon-prices] [--balanced-limit 400]
+
+writes <out>/ridge-pool, <out>/ridge-balanced, <out>/median-pool, <out>/median-balanced.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data import load_items, split_items  # noqa: E402
+from data.splits import price_balanced_sample  # noqa: E402
+from evaluate import write_report  # noqa: E402
+
+
+def main() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/amazon-prices")
+    ap.add_argument("--out", default="runs/baselines")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--balanced-limit", type=int, default=400)
+    ap.add_argument("--alpha", type=float, default=1.0)
+    args = ap.parse_args()
+    splits = split_items(load_items(args.data), seed=args.seed)
+    train = splits.train + splits.val
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True)
+    x = vec.fit_transform([f"{it.title}\n{it.text}" for it in train])
+    model = Ridge(alpha=args.alpha).fit(x, np.log1p([it.price for it in train]))
+    median = statistics.median(it.price for it in splits.train)
+    tests = {"pool": splits.test,
+             "balanced": price_balanced_sample(splits.test, args.balanced_limit, seed=args.seed)}
+    for name, items in tests.items():
+        guesses = np.expm1(model.predict(vec.transform([f"{it.title}\n{it.text}" for it in items]))).clip(0)
+        truths = [it.price for it in items]
+        common = dict(data=args.data, split="test", sample=name, limit=len(items), seed=args.seed)
+        for label, g in (("ridge", [float(v) for v in guesses]), ("median", [median] * len(items))):
+            report = write_report(Path(args.out) / f"{label}-{name}", [it.title for it in items], truths, g,
+                                  dict(common, predictor=label, name=f"{label} ({name})"), f"{label} ({name})")
+            print(f"{label:>6} {name:>8}: n={report['n']} RMSLE {report['rmsle']:.3f} "
+                  f"hit {report['hit_rate']:.1%} avg error ${report['avg_error']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Training and prediction speed on a Llama-3.1-8B-shaped NF4 model: the reference stack vs pricer.
+
+Same GPU, same run, same base (random NF4 weights, bench/llama8b.py), same batches
+(sequence length 182, completion-only labels on the last 5 tokens):
+
+  reference : transformers + bitsandbytes NF4 (double quant, bf16 compute) + peft LoRA
+              (r 32, alpha 64, dropout 0.1, q/k/v/o), model(..., labels=...).loss under bf16
+              autocast, paged AdamW 32-bit, gradient clipping 0.3 -- a plain loop.
+  pricer    : the same base with lora.inject_lora, train.CompletionLossModel (LM head only at
+              supervised positions), and train.CudaGraphLoss (forward + backward captured once
+              as CUDA graphs and replayed), the same optimizer and clipping.
+
+Each (stack, batch, checkpointing) cell runs in its own process so that allocator and
+paged-optimizer state never leak between cells. Then a parity check (dropout 0, the same
+initial adapter weights, 20 distinct batches: both stacks' losses) and prediction speed
+(the course's one-at-a-time generate vs evaluate.predict_greedy and predict_expected).
+
+    python bench/train_speed.py --out DIR            # everything (about 6 minutes on one H100)
+    python bench/train_speed.py --only train|parity|predict
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.llama8b import build_llama_4bit, completion_batch  # noqa: E402
+
+SEQ = 182
+LORA = dict(r=32, alpha=64, dropout=0.1)
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def reference_stack(lm, dropout=LORA["dropout"]):
+    """peft on the base; returns (module to train, loss function(ids, labels) -> mean loss)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=dropout, target_modules=TARGETS,
+                     task_type="CAUSAL_LM")
+    pm = get_peft_model(lm, cfg)
+
+    def loss_fn(ids, labels):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return pm(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+    return pm, loss_fn
+
+
+def pricer_stack(lm, dropout=LORA["dropout"], graphs=True):
+    """pricer on the base; returns (model, loss function(ids, labels) -> mean loss)."""
+    from lora import LoRAConfig, inject_lora
+    from train import CompletionLossModel, CudaGraphLoss
+
+    inject_lora(lm, LoRAConfig(r=LORA["r"], alpha=LORA["alpha"], dropout=dropout, target_modules=TARGETS))
+    loss_model = CompletionLossModel(lm)
+    step_fn = CudaGraphLoss(loss_model) if graphs else loss_model
+
+    def loss_fn(ids, labels):
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphs):
+            loss_sum, n_tok = step_fn(ids, torch.ones_like(ids), labels)
+        return loss_sum / n_tok
+    return lm, loss_fn
+
+
+def one_cell(stack: str, batch: int, checkpointing: bool, steps: int = 10, warmup: int = 3) -> dict:
+    """Time `steps` optimizer steps of one stack at one batch size; peak memory over the whole process."""
+    import bitsandbytes as bnb
+
+    torch.cuda.reset_peak_memory_stats()
+    lm = build_llama_4bit()
+    if checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model, loss_fn = reference_stack(lm) if stack == "reference" else pricer_stack(lm)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001)
+    batches = [completion_batch(batch, SEQ, seed=s) for s in range(4)]
+    for i in range(warmup + steps):
+        if i == warmup:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        ids, labels = batches[i % len(batches)]
+        loss = loss_fn(ids, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.3)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return dict(stack=stack, batch=batch, checkpointing=checkpointing, tokens_per_s=round(batch * SEQ * steps / dt),
+                step_ms=round(1000 * dt / steps, 1), peak_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                last_loss=round(float(loss), 4))
+
+
+def parity(steps: int = 20) -> dict:
+    """Losses of both stacks from the same initial adapter and batches (dropout 0, so they are deterministic)."""
+    import bitsandbytes as bnb
+
+    batches = [completion_batch(4, SEQ, seed=100 + s) for s in range(steps)]
+
+    def run(stack, init=None, graphs=True):
+        lm = build_llama_4bit()
+        if stack == "reference":
+            model, loss_fn = reference_stack(lm, dropout=0.0)
+            lora = {n.replace(".default", ""): p for n, p in model.named_parameters() if "lora_" in n}
+        else:
+            model, loss_fn = pricer_stack(lm, dropout=0.0, graphs=graphs)
+            lora = {"base_model.model." + n: p for n, p in model.named_parameters() if "lora_" in n}
+        if init is None:
+            init = {k: v.detach().clone() for k, v in lora.items()}
+        else:
+            with torch.no_grad():
+                for k, p in lora.items():
+                    p.copy_(init[k])
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001)
+        losses = []
+        for ids, labels in batches:
+            loss = loss_fn(ids, labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.3)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+        del model, opt, lm
+        gc.collect()
+        torch.cuda.empty_cache()
+        return losses, init
+
+    ref, init = run("reference")
+    eager, _ = run("pricer", init, graphs=False)
+    graph, _ = run("pricer", init, graphs=True)
+    rel = lambda a, b: max(abs(x - y) / abs(y) for x, y in zip(a, b))  # noqa: E731
+    return dict(reference=ref, pricer_eager=eager, pricer_graphs=graph,
+                max_rel_diff_eager=rel(eager, ref), max_rel_diff_graphs=rel(graph, ref))
+
+
+def predict(n_items: int = 256, n_single: int = 16) -> dict:
+    """items/s of the course's one-at-a-time generate vs pricer's batched greedy and expected predictors."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import _train_tokenizer
+    from data import load_items, split_items, test_prompt
+    from evaluate import predict_expected, predict_greedy, predict_one_at_a_time
+
+    tokenizer = _train_tokenizer("triples")  # single tokens for 0-999, like Llama 3
+    tokenizer.pad_token = tokenizer.eos_token
+    lm = build_llama_4bit()
+    lm.config.use_cache = True
+    with torch.no_grad():  # the random head may only pick tokens this tokenizer has
+        lm.lm_head.weight[len(tokenizer):] = 0
+    lm.generation_config.pad_token_id = tokenizer.eos_token_id
+    items = split_items(load_items(ROOT / "data" / "amazon-prices", verbose=False)).test[:n_items]
+    prompts = [test_prompt(it, tokenizer, 160) for it in items]
+    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    rows = {}
+
+    def timed(name, fn, n):
+        predict_greedy(lm, tokenizer, prompts[:8], batch_size=8)  # warm-up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        rows[name] = round(n / (time.perf_counter() - t0), 2)
+        return out
+
+    single = timed("one_at_a_time", lambda: predict_one_at_a_time(lm, tokenizer, prompts[:n_single]), n_single)
+    greedy = timed("greedy_b64", lambda: predict_greedy(lm, tokenizer, prompts, batch_size=64, max_new_tokens=4),
+                   len(prompts))
+    timed("greedy_b128", lambda: predict_greedy(lm, tokenizer, prompts, batch_size=128, max_new_tokens=4),
+          len(prompts))
+    timed("expected_b64", lambda: predict_expected(lm, tokenizer, prompts, batch_size=64), len(prompts))
+    agree = sum(a == b for a, b in zip(single, greedy[:n_single]))
+    return dict(items_per_s=rows, speedup={k: round(v / rows["one_at_a_time"], 1) for k, v in rows.items()},
+                greedy_agrees_with_one_at_a_time=f"{agree}/{n_single}",
+                prompt_tokens=dict(mean=round(sum(lengths) / len(lengths)), max=max(lengths)))
+
+
+CELLS = [(s, b, c) for b, c in [(4, False), (16, False), (16, True), (4, True)] for s in ("reference", "pricer")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.environ.get("OUT", "runs/bench"))
+    ap.add_argument("--only", choices=["train", "parity", "predict"])
+    ap.add_argument("--cell", nargs=3, metavar=("STACK", "BATCH", "CKPT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.cell:
+        print("CELL " + json.dumps(one_cell(args.cell[0], int(args.cell[1]), args.cell[2] == "1")), flush=True)
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    import bitsandbytes, peft, transformers  # noqa: E401
+    result |= {"transformers": transformers.__version__, "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__,
+               "date": time.strftime("%Y-%m-%d")}
+    if args.only in (None, "train"):
+        cells = []
+        for stack, b, ckpt in CELLS:
+            proc = subprocess.run([sys.executable, __file__, "--cell", stack, str(b), str(int(ckpt))],
+                                  capture_output=True, text=True)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CELL ")), None)
+            cell = json.loads(line[5:]) if line else dict(stack=stack, batch=b, checkpointing=ckpt,
+                                                          error=proc.stderr.strip().splitlines()[-1:])
+            print(json.dumps(cell), flush=True)
+            cells.append(cell)
+        result["train"] = cells
+        ratios = []
+        for b, ckpt in sorted({(c["batch"], c["checkpointing"]) for c in cells}):
+            r, p = ({c["stack"]: c for c in cells if c["batch"] == b and c["checkpointing"] == ckpt}.get(s)
+                    for s in ("reference", "pricer"))
+            if r and p and "tokens_per_s" in r and "tokens_per_s" in p:
+                ratios.append(dict(batch=b, checkpointing=ckpt, speed=round(p["tokens_per_s"] / r["tokens_per_s"], 2),
+                                   memory=round(p["peak_gb"] / r["peak_gb"], 2)))
+        result["ratios"] = ratios
+    if args.only in (None, "parity"):
+        result["parity"] = parity()
+        print(json.dumps(result["parity"]), flush=True)
+    if args.only in (None, "predict"):
+        result["predict"] = predict()
+        print(json.dumps(result["predict"]), flush=True)
+    (out / "train_speed.json").write_text(json.dumps(result, indent=1))
+    print(f"\n{result['device']}, torch {result['torch']}, transformers {result['transformers']}, "
+          f"peft {result['peft']}, bitsandbytes {result['bitsandbytes']}, {result['date']}")
+    for c in result.get("train", []):
+        print(f"{c['stack']:>9} batch {c['batch']:>2} ckpt {str(c['checkpointing']):>5}: "
+              + (f"{c['tokens_per_s']:>6} tok/s  {c['peak_gb']:>6} GB" if "tokens_per_s" in c else str(c.get("error"))))
+    for r in result.get("ratios", []):
+        print(f"pricer/reference batch {r['batch']:>2} ckpt {str(r['checkpointing']):>5}: speed x{r['speed']}, memory x{r['memory']}")
+    if "parity" in result:
+        print(f"parity over 20 steps: max relative loss difference eager {result['parity']['max_rel_diff_eager']:.2e}, "
+              f"graphs {result['parity']['max_rel_diff_graphs']:.2e}")
+    if "predict" in result:
+        print("prediction items/s:", result["predict"]["items_per_s"], "speedup:", result["predict"]["speedup"])
+
+
+if __name__ == "__main__":
+    main()
