@@ -1,0 +1,45 @@
+"""The fixed-shape loss that CUDA graphs capture equals train.py's eager completion loss."""
+import torch
+
+from data import CompletionCollator
+from lora import LoRAConfig, inject_lora
+from train import CompletionLossModel, CudaGraphLoss, StaticCompletionLoss, completion_loss_sum
+
+
+def test_static_loss_matches_eager_loss_and_gradients(tiny_llama, tiny_tokenizer):
+    inject_lora(tiny_llama, LoRAConfig(r=4, alpha=8))
+    for name, p in tiny_llama.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    tiny_llama.train()
+    examples = [{"prompt": "How much does this cost?\n\nA drill\n\nPrice is $", "completion": "129.00"},
+                {"prompt": "How much does this cost?\n\nStrings\n\nPrice is $", "completion": "7.00"}]
+    # Padded to a fixed length as train.py does when cuda_graphs is on.
+    batch = CompletionCollator(tiny_tokenizer, max_length=64, pad_to_multiple_of=64)(examples)
+    graph = CudaGraphLoss(CompletionLossModel(tiny_llama), max_supervised_per_row=8)
+    args, n_static = graph._inputs(batch["input_ids"], batch["labels"])
+    assert args[1].numel() == 2 * 8 and float(args[3].sum()) == int(batch["num_supervised"])
+
+    static = StaticCompletionLoss(tiny_llama)(*args)
+    static.backward()
+    grads_static = {n: p.grad.clone() for n, p in tiny_llama.named_parameters() if p.requires_grad}
+    tiny_llama.zero_grad()
+    eager, n_eager = completion_loss_sum(tiny_llama, batch)
+    eager.backward()
+    assert int(n_static) == int(n_eager) == int(batch["num_supervised"])
+    torch.testing.assert_close(static, eager, rtol=1e-5, atol=1e-5)
+    for n, p in tiny_llama.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(grads_static[n], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_static_inputs_refuse_rows_with_more_answer_tokens_than_sized(tiny_llama, tiny_tokenizer):
+    batch = CompletionCollator(tiny_tokenizer, max_length=64)(
+        [{"prompt": "Price is $", "completion": "123456789.00"}])
+    graph = CudaGraphLoss(CompletionLossModel(tiny_llama), max_supervised_per_row=4)
+    try:
+        graph._inputs(batch["input_ids"], batch["labels"])
+    except ValueError as e:
+        assert "supervised tokens" in str(e)
+    else:
+        raise AssertionError("expected a ValueError")
