@@ -595,6 +595,8 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now, without a checkpoint
+            raise KeyboardInterrupt
         self.signal = signum
 
     def __exit__(self, *exc) -> None:
@@ -614,6 +616,11 @@ def train(cfg: Config, resume: str | None = None) -> Path:
 
     # --- accelerator: one process per device; `accelerate launch` decides how many.
     log_with = None if cfg.log.report_to == "none" else cfg.log.report_to
+    if log_with:
+        from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+        if not {"wandb": is_wandb_available, "tensorboard": is_tensorboard_available}[log_with]():
+            raise ConfigError(f"log.report_to {log_with} needs the {log_with} package: pip install {log_with}")
     # CUDA graphs need autocast without its weight-cast cache (a cached cast would outlive the capture).
     from accelerate.utils import AutocastKwargs
     accelerator = Accelerator(mixed_precision=t.mixed_precision, log_with=log_with, project_dir=str(out),
@@ -640,6 +647,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(config_yaml(cfg))
+        if not checkpoint and any(ckpt_root.glob("step-*")):
+            say(f"warning: {ckpt_root} holds checkpoints of an earlier run; this run starts afresh and will "
+                "replace them as it saves (use --resume latest to continue that run instead)")
 
     # --- base model (frozen, maybe 4-bit) and tokenizer, on this process's device.
     set_seed(t.seed)
@@ -726,7 +736,12 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     if accelerator.is_main_process:
         _truncate_metrics(out / "metrics.jsonl", step)
     if log_with:
-        accelerator.init_trackers(cfg.log.project, config=asdict(cfg),
+        flat = {f"{section}.{k}" if isinstance(values, dict) else section: v
+                for section, values in asdict(cfg).items()
+                for k, v in (values.items() if isinstance(values, dict) else [(None, values)])}
+        # TensorBoard's hparams take only scalars and strings.
+        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+        accelerator.init_trackers(cfg.log.project, config=flat,
                                   init_kwargs={"wandb": {"name": cfg.log.run_name}} if cfg.log.run_name else {})
 
     def to_device(batch):

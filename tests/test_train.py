@@ -359,3 +359,41 @@ def test_four_bit_base_trains(tiny_llama_dir, tmp_path):
                          "--train.loraplus_ratio", "16", "--train.optimizer", "adamw"))
     rows = metrics(out)
     assert len(rows) == 3 and all(math.isfinite(r["loss"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_double_accumulation(tiny_llama_dir, tmp_path):
+    """A 2-process gloo run (DDP on CPU) and a 1-process run see the same examples per step: same losses.
+
+    Then a checkpoint of the 2-process run resumes in 1 process: grad_accum doubles to keep the
+    global batch, and the run ends on the 1-process run's weights.
+    """
+    import subprocess
+    import sys
+
+    common = ("--train.max_steps", "6", "--train.batch_size", "2", "--train.group_by_length", "true")
+    two = tmp_path / "two"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py")]
+    done = subprocess.run([*launch, *tiny_args(tiny_llama_dir, two, *common, "--train.grad_accum", "1",
+                                               "--train.save_every", "3")],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x 2 process(es) = 4 examples per step" in done.stdout
+    one = tmp_path / "one"
+    train.train(tiny_cfg(tiny_llama_dir, one, *common, "--train.grad_accum", "2"))
+    assert [r["loss"] for r in metrics(two)] == pytest.approx([r["loss"] for r in metrics(one)], rel=1e-5)
+    assert [r["grad_norm"] for r in metrics(two)] == pytest.approx([r["grad_norm"] for r in metrics(one)], rel=1e-4)
+    for k, v in adapter_tensors(one / "adapter").items():
+        torch.testing.assert_close(adapter_tensors(two / "adapter")[k], v, rtol=1e-5, atol=1e-6)
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    train.train(tiny_cfg(tiny_llama_dir, two, *common, "--train.grad_accum", "1"),
+                resume=str(two / "checkpoints" / "step-3"))
+    assert [r["loss"] for r in metrics(two)] == pytest.approx([r["loss"] for r in metrics(one)], rel=1e-5)
+    for k, v in adapter_tensors(one / "adapter").items():
+        torch.testing.assert_close(adapter_tensors(two / "adapter")[k], v, rtol=1e-5, atol=1e-6)
