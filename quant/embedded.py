@@ -128,8 +128,17 @@ def _convert(gguf_path: Path, out: Path) -> None:
 
 
 def _align_special_tokens(tokenizer, model) -> None:
-    """Check the GGUF kept SmolLM2's chat tokens (EOS stops generation), and write their ids into the configs."""
+    """Set SmolLM2's chat tokens (EOS stops generation) and write their ids into the configs.
+
+    transformers' GGUF reader names them differently across versions (5.17 reads eos as
+    <|im_start|> and no pad), so they are set from SmolLM2's own tokenizer_config, and only a
+    vocabulary without them is an error.
+    """
     expected = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>"}
+    vocab = tokenizer.get_vocab()
+    if all(token in vocab for token in expected.values()):
+        for name, token in expected.items():
+            setattr(tokenizer, name, token)
     got = {k: getattr(tokenizer, k) for k in expected}
     if got != expected or not tokenizer.chat_template:
         raise ModelError(f"the GGUF tokenizer has {got} and chat template {bool(tokenizer.chat_template)}, "
