@@ -353,12 +353,22 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_llama_d
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_four_bit_base_trains(tiny_llama_dir, tmp_path):
-    out = tmp_path / "run"
-    train.train(tiny_cfg(tiny_llama_dir, out, "--model.bits", "4", "--train.max_steps", "3",
-                         "--train.loraplus_ratio", "16", "--train.optimizer", "adamw"))
-    rows = metrics(out)
-    assert len(rows) == 3 and all(math.isfinite(r["loss"]) for r in rows)
+def test_four_bit_base_trains_the_same_with_checkpointing_and_with_validation(tiny_llama_dir, tmp_path):
+    # Validation runs the 4-bit base in eval mode without grad, which on CPU makes bitsandbytes
+    # repack weights for a kernel with no backward; training must not be changed by it.
+    from accelerate.state import AcceleratorState
+
+    runs = {}
+    for name, extra in {"plain": (), "checkpointing": ("--train.gradient_checkpointing", "true"),
+                        "validating": ("--train.eval_every", "1", "--train.eval_batches", "1")}.items():
+        out = tmp_path / name
+        train.train(tiny_cfg(tiny_llama_dir, out, "--model.bits", "4", "--train.max_steps", "4",
+                             "--train.loraplus_ratio", "16", *extra))
+        runs[name] = [r["loss"] for r in metrics(out)]
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert len(runs["plain"]) == 4 and all(math.isfinite(x) for x in runs["plain"])
+    assert runs["checkpointing"] == pytest.approx(runs["plain"], rel=1e-5)
+    assert runs["validating"] == pytest.approx(runs["plain"], rel=1e-5)
 
 
 @pytest.mark.slow
