@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent
 SHIPPED = ROOT / "adapters" / "smollm2-135m-pricer"
 
@@ -40,7 +42,10 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     started = time.monotonic()
-    sample = ["--data", "data/amazon-prices", "--split", "test", "--limit", str(args.limit)]
+    # Evaluate on prompts cut like the training prompts (the demo trains on short texts for speed).
+    text_tokens = yaml.safe_load((ROOT / args.config).read_text()).get("data", {}).get("max_text_tokens", 160)
+    sample = ["--data", "data/amazon-prices", "--split", "test", "--limit", str(args.limit),
+              "--max-text-tokens", str(text_tokens)]
 
     step("1/4 base model, before fine-tuning",
          ["evaluate.py", "--base", "smollm2-135m", *sample, "--out", str(out / "base")])
