@@ -67,6 +67,21 @@ def test_config_yaml_and_cli_overrides_are_typed(tmp_path):
     assert train.load_config(path) == cfg
 
 
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "configs").glob("*.yaml")
+                                           if not p.name.startswith("accelerate")))
+def test_presets_load(preset):
+    cfg = train.load_config(REPO / "configs" / preset)
+    if preset == "llama31-8b.yaml":  # the course recipe, exactly
+        assert (cfg.model.name, cfg.model.bits, cfg.model.quant_type, cfg.model.double_quant,
+                cfg.model.compute_dtype) == ("meta-llama/Llama-3.1-8B", 4, "nf4", True, "bfloat16")
+        assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (32, 64.0, 0.1)
+        assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+        t = cfg.train
+        assert (t.epochs, t.batch_size, t.lr, t.schedule, t.warmup_ratio, t.optimizer, t.max_grad_norm,
+                t.weight_decay, t.save_every) == (1, 4, 1e-4, "cosine", 0.03, "paged_adamw_32bit", 0.3, 0.001, 2000)
+        assert cfg.data.max_length == 182
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--train.lrr", "1"], "unknown key 'train.lrr'; valid keys in train: epochs, max_steps, batch_size"),
     (["--trian.lr", "1"], "unknown section 'trian'; valid sections: model, lora, data, train, log"),
