@@ -162,13 +162,41 @@ def predict_greedy(model: Any, tokenizer: Any, prompts: Sequence[str], batch_siz
     guesses: list[float | None] = [None] * len(prompts)
     with _inference(model), _progress(len(prompts), "greedy") as bar:
         for idx, ids, mask in _left_padded_batches(tokenizer, prompts, batch_size, _device(model)):
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, num_beams=1, pad_token_id=_pad_id(tokenizer))
+            new = greedy_tokens(model, ids, mask, max_new_tokens, tokenizer.eos_token_id, _pad_id(tokenizer))
             for row, i in enumerate(idx):
-                reply = tokenizer.decode(out[row, ids.shape[1]:], skip_special_tokens=True)
-                guesses[i] = extract_price(reply)
+                guesses[i] = extract_price(tokenizer.decode(new[row], skip_special_tokens=True))
             bar.update(len(idx))
     return guesses
+
+
+def greedy_tokens(model: Any, ids, mask, max_new_tokens: int, eos_id: int | None, pad_id: int):
+    """The greedy continuation (batch, <= max_new_tokens) of a left-padded batch, as `generate` gives it.
+
+    A plain loop: one forward over the prompts that keeps only the last position's logits,
+    then one cached forward per new token, stopping once every row has written EOS. It does
+    what `model.generate(do_sample=False)` does for this case without its per-step machinery.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                **{_cache_keyword(): cache})
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    tokens = []
+    for step in range(max_new_tokens):
+        nxt = out.logits[:, -1].argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        tokens.append(nxt)
+        if eos_id is not None:
+            done |= nxt == eos_id
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                    use_cache=True, **{_cache_keyword(): cache})
+    return torch.stack(tokens, dim=1)
 
 
 def predict_one_at_a_time(model: Any, tokenizer: Any, prompts: Sequence[str],

@@ -290,3 +290,17 @@ def test_chart_points_and_png(tmp_path):
 def test_chart_title_format():
     m = {"avg_error": 1234.5, "rmsle": 0.876, "hit_rate": 0.4567}
     assert ev.chart_title("Llama", m) == "Llama: Error=$1,234.50 RMSLE=0.88 Hits=45.7%"
+
+
+def test_greedy_loop_matches_generate(tiny_llama, tiny_tokenizer):
+    """pricer's greedy loop writes exactly the tokens transformers' generate writes, padding included."""
+    prompts = ["How much does this cost?\n\nA drill with two batteries\n\nPrice is $",
+               "Price is $", "Strings, light gauge\n\nPrice is $"]
+    batches = list(ev._left_padded_batches(tiny_tokenizer, prompts, 3, torch.device("cpu")))
+    _, ids, mask = batches[0]
+    with torch.inference_mode():
+        mine = ev.greedy_tokens(tiny_llama, ids, mask, 6, tiny_tokenizer.eos_token_id, tiny_tokenizer.eos_token_id)
+        theirs = tiny_llama.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                     num_beams=1, pad_token_id=tiny_tokenizer.eos_token_id)[:, ids.shape[1]:]
+    assert mine.shape == theirs.shape
+    assert torch.equal(mine, theirs)
