@@ -96,19 +96,38 @@ def tiny_llama3_dir(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama3"), numbers="triples")
 
 
+def _fresh_model(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def _tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
 @pytest.fixture
 def tiny_llama(tiny_llama_dir):
     """A fresh fp32 copy of the tiny Llama, in eval mode."""
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    return _fresh_model(tiny_llama_dir)
 
 
 @pytest.fixture
 def tiny_tokenizer(tiny_llama_dir):
-    from transformers import AutoTokenizer
+    return _tokenizer(tiny_llama_dir)
 
-    return AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+@pytest.fixture
+def tiny_llama3(tiny_llama3_dir):
+    """A fresh fp32 copy of the tiny Llama with the 0-999 tokenizer, in eval mode."""
+    return _fresh_model(tiny_llama3_dir)
+
+
+@pytest.fixture
+def tiny_tokenizer3(tiny_llama3_dir):
+    return _tokenizer(tiny_llama3_dir)
 
 
 @pytest.fixture(scope="session")

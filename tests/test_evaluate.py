@@ -119,16 +119,6 @@ def make_bigram(model, table: dict[int, dict[int, float]]):
     return model.eval()
 
 
-@pytest.fixture
-def tiny_llama3(tiny_llama3_dir):
-    return AutoModelForCausalLM.from_pretrained(tiny_llama3_dir, dtype=torch.float32).eval()
-
-
-@pytest.fixture
-def tiny_tokenizer3(tiny_llama3_dir):
-    return AutoTokenizer.from_pretrained(tiny_llama3_dir)
-
-
 PROMPTS = ["How much does this cost?\n\nA drill.\n\nPrice is $",
            "How much does this cost?\n\nAcoustic guitar strings, phosphor bronze, light gauge.\n\nPrice is $",
            "Price is $"]
