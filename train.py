@@ -658,13 +658,6 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         compute_dtype=cfg.model.compute_dtype, device=accelerator.device, quant_storage=cfg.model.quant_storage,
         verbose=False)
     model = prepare_for_kbit_training(model, gradient_checkpointing=t.gradient_checkpointing)
-    # On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight for a faster kernel the first
-    # time the layer runs in eval mode without grad (our validation) and keeps it so; that kernel
-    # has no backward, so every later training step would silently lose the gradient through the
-    # base layers. Training keeps the trainable layout.
-    for module in model.modules():
-        if getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
 
     # --- data: items -> deterministic split -> prompt/completion pairs -> token lengths.
     items = load_items(cfg.data.source, limit=cfg.data.limit, verbose=accelerator.is_main_process)

@@ -36,6 +36,8 @@ def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool = F
        switching to the reentrant variant still trains. peft enables it only for reentrant.
     4. Sets `config.use_cache = False`: a KV cache is useless in training and incompatible with
        checkpointing (generate() still reads use_cache from the generation config).
+    5. Turns off bitsandbytes' AVX512-BF16 repacking of 4-bit weights on CPU (its kernel has no
+       backward; see the comment at the end).
     """
     model.requires_grad_(False)
     quantized = quantized_linear_types()
@@ -58,6 +60,13 @@ def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool = F
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if not getattr(model, "_require_grads_hooks", None):
             model.enable_input_require_grads()
+    # On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight for a faster kernel the first
+    # time the layer runs in eval mode without grad (a validation pass) and keeps it so; that
+    # kernel has no backward, so every later training step would silently lose the gradient
+    # through the base layers. A model prepared for training keeps the trainable layout.
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
     model.config.use_cache = False
     return model
 
