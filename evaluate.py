@@ -544,7 +544,9 @@ def run(args: argparse.Namespace) -> dict:
             dists = price_distributions(model, tokenizer, prompts, args.batch_size)
             guesses = [expected_price(d) for d in dists]
             extra["search_mass"] = statistics.fmean(sum(d.values()) for d in dists)
-        name = Path(args.adapter or base).name
+        path = Path(args.adapter or base)
+        # train.py writes <run>/adapter: the run's name says more than "adapter".
+        name = path.resolve().parent.name if path.name == "adapter" else path.name
     seconds = time.perf_counter() - start
     provenance = {
         "name": name, "base": base, "adapter": args.adapter, "data": str(args.data), "split": args.split,
