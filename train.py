@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -161,6 +162,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[-1])
     if origin is Literal:
+        if value is False and "no" in args:  # YAML 1.1 reads an unquoted `no` as false
+            value = "no"
         if value not in args:
             raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
@@ -247,6 +250,19 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     return cfg
 
 
+def lora_config_of(cfg: Config) -> LoRAConfig:
+    """The lora section as a LoRAConfig; a bare module name ("q_proj") means that one module, not a regex."""
+    targets = cfg.lora.target_modules
+    if isinstance(targets, str) and targets != "all-linear" and re.fullmatch(r"[\w.]+", targets):
+        targets = [targets]
+    try:
+        return LoRAConfig(r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, target_modules=targets,
+                          use_rslora=cfg.lora.use_rslora, use_dora=cfg.lora.use_dora, init=cfg.lora.init,
+                          base_model_name_or_path=cfg.model.name)
+    except ValueError as e:
+        raise ConfigError(f"lora: {e}") from None
+
+
 def _validate(cfg: Config) -> None:
     t = cfg.train
     checks = [
@@ -263,6 +279,7 @@ def _validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    lora_config_of(cfg)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, str | None]:
@@ -626,6 +643,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     accelerator = Accelerator(mixed_precision=t.mixed_precision, log_with=log_with, project_dir=str(out),
                               kwargs_handlers=[AutocastKwargs(cache_enabled=not t.cuda_graphs)])
     rank, world = accelerator.process_index, accelerator.num_processes
+    if t.cuda_graphs and (accelerator.device.type != "cuda" or world > 1):
+        raise ConfigError("train.cuda_graphs needs one process on a CUDA GPU; "
+                          "set --train.cuda_graphs false for CPU or multi-GPU runs")
     say = accelerator.print
 
     # --- where a resumed run stands; the global batch is part of the data position.
@@ -648,8 +668,12 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(config_yaml(cfg))
         if not checkpoint and any(ckpt_root.glob("step-*")):
-            say(f"warning: {ckpt_root} holds checkpoints of an earlier run; this run starts afresh and will "
-                "replace them as it saves (use --resume latest to continue that run instead)")
+            # Left in place they would outrank this run's checkpoints (pruning, --resume latest).
+            previous = out / "checkpoints.previous"
+            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(ckpt_root, previous)
+            say(f"note: moved an earlier run's checkpoints to {previous}; this run starts afresh "
+                "(use --resume latest to continue that run instead)")
 
     # --- base model (frozen, maybe 4-bit) and tokenizer, on this process's device.
     set_seed(t.seed)
@@ -674,6 +698,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
                 for it in items_]
 
     train_examples, val_examples = examples(train_items), examples(splits.val)
+    if t.eval_every and not val_examples:
+        raise ConfigError("train.eval_every is set but the validation split is empty: "
+                          "raise data.val_fraction or set train.eval_every 0")
     lengths = [len(ids) for ids in tokenizer([e["prompt"] + e["completion"] for e in train_examples])["input_ids"]]
     collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length,
                                  pad_to_multiple_of=cfg.data.pad_to_multiple_of)
@@ -684,9 +711,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     total_steps = t.max_steps or t.epochs * steps_per_epoch
 
     # --- LoRA: fresh adapter, or the checkpoint's (load_adapter injects it with its saved config).
-    lora_config = LoRAConfig(r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                             target_modules=cfg.lora.target_modules, use_rslora=cfg.lora.use_rslora,
-                             use_dora=cfg.lora.use_dora, init=cfg.lora.init, base_model_name_or_path=cfg.model.name)
+    lora_config = lora_config_of(cfg)
     if checkpoint:
         saved = load_adapter(model, checkpoint / "adapter")
         keys = ("r", "alpha", "dropout", "use_rslora", "use_dora")
@@ -694,7 +719,10 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             raise ConfigError(f"checkpoint {checkpoint} has LoRA " + ", ".join(f"{k}={getattr(saved, k)}" for k in keys)
                               + "; resume with the same lora settings")
     else:
-        inject_lora(model, lora_config)
+        try:
+            inject_lora(model, lora_config)
+        except ValueError as e:  # e.g. no module matches target_modules
+            raise ConfigError(f"lora.target_modules: {e}") from None
     trainable, total = parameter_counts(model)
     say(f"params: trainable {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
     say(format_memory_report(memory_report(model)))
@@ -709,9 +737,6 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         optimizer, lambda s: lr_lambda(s, warmup=warmup, total=total_steps, schedule=t.schedule))
     wrapped = accelerator.prepare_model(CompletionLossModel(model), device_placement=False)
     if t.cuda_graphs:
-        if accelerator.device.type != "cuda" or world > 1:
-            raise ConfigError("train.cuda_graphs needs one process on a CUDA GPU; "
-                              "set --train.cuda_graphs false for CPU or multi-GPU runs")
         # The collator pads to a fixed length, so one graph serves every step.
         collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length, pad_to_multiple_of=cfg.data.max_length)
         wrapped = CudaGraphLoss(wrapped)

@@ -87,6 +87,8 @@ def test_presets_load(preset):
     (["--trian.lr", "1"], "unknown section 'trian'; valid sections: model, lora, data, train, log"),
     (["--train.batch_size", "four"], "train.batch_size must be an integer, got 'four'"),
     (["--train.schedule", "step"], "train.schedule must be one of cosine, linear, constant, got 'step'"),
+    (["--lora.r", "0"], "lora: LoRA rank r must be a positive integer, got 0"),
+    (["--lora.dropout", "1"], "lora: "),
 ])
 def test_bad_config_fails_with_one_line_listing_valid_keys(argv, message, capsys):
     assert train.main(["--config", str(TINY), *argv]) == 2
@@ -101,6 +103,25 @@ def test_unknown_key_in_yaml_fails(tmp_path, capsys):
     assert "valid keys in train:" in capsys.readouterr().err
     with pytest.raises(train.ConfigError, match="warmpu_ratio"):
         train.load_config(bad)
+
+
+def test_yaml_no_and_a_bare_target_name_mean_what_they_say(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train:\n  mixed_precision: no\nlora:\n  target_modules: v_proj\n")
+    cfg = train.load_config(cfg_file)
+    assert cfg.train.mixed_precision == "no"
+    assert list(train.lora_config_of(cfg).target_modules) == ["v_proj"]
+
+
+def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside(tiny_llama_dir, tmp_path):
+    out = tmp_path / "run"
+    train.train(tiny_cfg(tiny_llama_dir, out, "--train.max_steps", "6", "--train.save_every", "6"))
+    train.train(tiny_cfg(tiny_llama_dir, out, "--train.max_steps", "4", "--train.save_every", "2",
+                         "--train.keep_last", "1"))
+    # The new run's own checkpoint survives pruning, and the old one is kept aside, not resumed from.
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-4"]
+    assert (out / "checkpoints.previous" / "step-6").is_dir()
+    assert train.find_checkpoint("latest", out).name == "step-4"
 
 
 # ----------------------------------------------------------------------------- loss
