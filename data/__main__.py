@@ -73,6 +73,7 @@ def write_histogram(items: list[Item], path: str | Path, title: str = "") -> Non
     ax.set_title(title or f"{len(prices):,} items, median ${statistics.median(prices):,.2f}")
     fig.tight_layout()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.hist:
             write_histogram(items, args.hist, title=f"{args.source}: {len(items):,} items")
             print(f"wrote {args.hist}")
-    except (DataError, FileNotFoundError, OSError) as e:
+    except (DataError, FileNotFoundError, OSError, ValueError) as e:  # ValueError: quant's ModelError
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0

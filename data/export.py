@@ -54,6 +54,7 @@ def write_chat_jsonl(items: list[Item], path: str | Path, system: str = SYSTEM) 
         if check_line(line) != messages:
             raise DataError(f"line for {item.title!r} does not parse back to its messages")
         lines.append(line)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n" if lines else "", encoding="utf-8")
     os.replace(tmp, path)

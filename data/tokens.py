@@ -81,10 +81,8 @@ def load_tokenizer(model: str) -> Any:
     """AutoTokenizer for a folder or hub id; pricer's embedded names go through quant.resolve_model."""
     from transformers import AutoTokenizer
 
-    try:
-        from quant import resolve_model
-    except ImportError:
-        return AutoTokenizer.from_pretrained(model)
+    from quant import resolve_model  # CLI only: data/ itself never imports quant
+
     return AutoTokenizer.from_pretrained(resolve_model(model))
 
 

@@ -105,9 +105,12 @@ class LoRAConfig:
                 raise AdapterError(f"adapter uses peft option {key}={value!r}, which pricer does not implement; "
                                    "retrain without it")
         init = d.get("init_lora_weights", True)
+        # False only skipped initialisation (B random instead of zero); the saved weights load the same.
+        if init is False:
+            init = True
         if init not in (True, "gaussian"):
-            raise AdapterError(f"adapter uses init_lora_weights={init!r}; pricer implements true (kaiming) and "
-                               "'gaussian' only")
+            raise AdapterError(f"adapter uses init_lora_weights={init!r}; pricer implements true (kaiming), "
+                               "false and 'gaussian' only (others change the base weights)")
         if "r" not in d or "target_modules" not in d:
             raise AdapterError("adapter_config.json lacks 'r' or 'target_modules'; is it a peft LoRA config?")
         targets = d["target_modules"]

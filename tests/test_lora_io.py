@@ -58,6 +58,7 @@ def test_file_format_is_peft_s(tiny_llama_dir, tmp_path):
     dict(target_modules=["q_proj", "v_proj"], use_dora=True),
     dict(target_modules="all-linear", use_rslora=True, lora_dropout=0.1),
     dict(target_modules=r".*layers\.0\.mlp\.gate_proj", init_lora_weights="gaussian"),
+    dict(target_modules=["k_proj"], init_lora_weights=False),
 ])
 def test_pricer_loads_what_peft_saves(tiny_llama_dir, tmp_path, config):
     pm = get_peft_model(load(tiny_llama_dir), LoraConfig(r=4, lora_alpha=16, task_type="CAUSAL_LM", **config))
