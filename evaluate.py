@@ -452,11 +452,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, help="evaluate a deterministic sample of N items of the split")
     p.add_argument("--sample", choices=("pool", "balanced"), default="pool",
                    help="how --limit draws: by hash from the split, or spread over price buckets")
-    p.add_argument("--seed", type=int, default=42, help="split and sampling seed (the one training used)")
+    p.add_argument("--seed", type=int, help="split and sampling seed (default: the run's, else 42)")
+    p.add_argument("--val-fraction", type=float, help="split fractions (default: the run's, else 0.05 and 0.1)")
+    p.add_argument("--test-fraction", type=float)
     p.add_argument("--predictor", choices=PREDICTORS, default="greedy")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--bits", type=int, choices=(4, 8, 16), default=4)
-    p.add_argument("--max-text-tokens", type=int, default=160)
+    p.add_argument("--bits", type=int, choices=(4, 8, 16), help="default: the run's, else 4")
+    p.add_argument("--quant-type", choices=("nf4", "fp4"), help="default: the run's, else nf4")
+    p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"),
+                   help="default: the run's, else bfloat16")
+    p.add_argument("--max-text-tokens", type=int, help="default: the run's, else 160")
     p.add_argument("--max-new-tokens", type=int, default=8, help="greedy: tokens generated per item")
     p.add_argument("--out", help="folder for report.json, predictions.csv and chart.png")
     args = p.parse_args(argv)
@@ -466,6 +471,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--limit must be a positive number of items")
     if args.batch_size <= 0:
         p.error("--batch-size must be positive")
+    return with_run_defaults(args)
+
+
+# What train.py trained with, where the command line leaves it open: evaluating on another
+# split or another quantization than training used would score the wrong thing.
+RUN_DEFAULTS = {"seed": ("data", "seed", 42), "val_fraction": ("data", "val_fraction", 0.05),
+                "test_fraction": ("data", "test_fraction", 0.1), "max_text_tokens": ("data", "max_text_tokens", 160),
+                "bits": ("model", "bits", 4), "quant_type": ("model", "quant_type", "nf4"),
+                "compute_dtype": ("model", "compute_dtype", "bfloat16")}
+
+
+def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill unset options from <run>/config.yaml when --adapter is train.py's <run>/adapter, else defaults."""
+    import yaml
+
+    run = Path(args.adapter).parent / "config.yaml" if args.adapter else None
+    saved = yaml.safe_load(run.read_text()) if run is not None and run.is_file() else {}
+    for key, (section, name, default) in RUN_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, (saved.get(section) or {}).get(name, default))
     return args
 
 
@@ -474,7 +499,8 @@ def pick_items(args: argparse.Namespace) -> tuple[list, list[float]]:
     from data import load_items, split_items
     from data.splits import price_balanced_sample, sample
 
-    splits = split_items(load_items(args.data, fmt=args.data_format), seed=args.seed)
+    splits = split_items(load_items(args.data, fmt=args.data_format), seed=args.seed,
+                         val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     pool = splits.train + splits.val + splits.test if args.split == "all" else getattr(splits, args.split)
     if not pool:
         raise ValueError(f"the {args.split} split of {args.data} is empty: pick another --split or more data")
@@ -500,11 +526,12 @@ def resolve_base(adapter: str | None, base: str | None) -> str:
     return base
 
 
-def load_model(base: str, adapter: str | None, bits: int) -> tuple[Any, Any]:
+def load_model(base: str, adapter: str | None, bits: int, quant_type: str = "nf4",
+               compute_dtype: str = "bfloat16") -> tuple[Any, Any]:
     """The base model (quantized to `bits`) with the adapter loaded on it, and its tokenizer."""
     from quant import load_base_model
 
-    model, tokenizer = load_base_model(base, bits=bits)
+    model, tokenizer = load_base_model(base, bits=bits, quant_type=quant_type, compute_dtype=compute_dtype)
     if adapter is not None:
         from lora import load_adapter
 
@@ -533,7 +560,7 @@ def run(args: argparse.Namespace) -> dict:
         name = f"{args.predictor} baseline"
     else:
         base = resolve_base(args.adapter, args.base)
-        model, tokenizer = load_model(base, args.adapter, args.bits)
+        model, tokenizer = load_model(base, args.adapter, args.bits, args.quant_type, args.compute_dtype)
         from data import test_prompt
 
         prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items]
@@ -551,7 +578,10 @@ def run(args: argparse.Namespace) -> dict:
     provenance = {
         "name": name, "base": base, "adapter": args.adapter, "data": str(args.data), "split": args.split,
         "limit": args.limit, "sample": args.sample, "predictor": args.predictor, "seed": args.seed,
-        "bits": None if model is None else args.bits, "batch_size": args.batch_size,
+        "bits": None if model is None else args.bits,
+        "quant_type": None if model is None or args.bits != 4 else args.quant_type,
+        "compute_dtype": None if model is None else args.compute_dtype,
+        "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "batch_size": args.batch_size,
         "max_text_tokens": args.max_text_tokens, **extra,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 3),
         "items_per_s": round(len(items) / seconds, 3) if seconds > 0 else None,

@@ -4,8 +4,8 @@
 # loss agreement runs; then 2-process DDP throughput once GPU 1 is free.
 #   bash bench/gpu_session.sh OUT
 set -u
-OUT=${1:-runs/gpu}
-mkdir -p "$OUT"
+mkdir -p "${1:-runs/gpu}"
+export OUT="$(cd "${1:-runs/gpu}" && pwd)"  # read by the python below, and after cd
 L="accelerate launch --num_machines 1 --dynamo_backend no --mixed_precision no"
 CUDA_VISIBLE_DEVICES=1 timeout 400 bash bench/quality_gpu.sh /tmp/q > "$OUT/quality.log" 2>&1 &
 QP=$!

@@ -189,3 +189,20 @@ def test_one_line_errors(case, items_file, pricer_adapter, narrow_base, tmp_path
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and expected in last
     assert "Traceback" not in err and not out.exists()
+
+
+def test_options_default_to_what_the_run_trained_with(tmp_path):
+    """An adapter in train.py's <run>/adapter is evaluated on the run's split and quantization."""
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  bits: 4\n  quant_type: fp4\n  compute_dtype: float32\n"
+                                     "data:\n  seed: 7\n  val_fraction: 0.0\n  test_fraction: 0.3\n"
+                                     "  max_text_tokens: 64\n")
+    common = ["--adapter", str(run / "adapter"), "--data", "d", "--out", "o"]
+    args = ev.parse_args(common)
+    assert (args.seed, args.val_fraction, args.test_fraction, args.max_text_tokens) == (7, 0.0, 0.3, 64)
+    assert (args.bits, args.quant_type, args.compute_dtype) == (4, "fp4", "float32")
+    args = ev.parse_args(common + ["--seed", "1", "--quant-type", "nf4"])
+    assert (args.seed, args.quant_type) == (1, "nf4")
+    plain = ev.parse_args(["--base", "b", "--data", "d", "--out", "o"])
+    assert (plain.seed, plain.test_fraction, plain.bits, plain.compute_dtype) == (42, 0.1, 4, "bfloat16")
