@@ -41,8 +41,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from data import (CompletionCollator, DataError, completion, load_items, split_items, test_prompt,
-                  train_prompt)
+from data import CompletionCollator, DataError, load_items, split_items, test_prompt, to_example
 from data.splits import balance
 from lora import AdapterError, LoRAConfig, inject_lora, load_adapter, lora_parameters, save_adapter
 from lora.inject import parameter_counts
@@ -694,7 +693,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     say(f"data: {splits.summary()}; training on {len(train_items):,}")
 
     def examples(items_):
-        return [{"prompt": train_prompt(it, tokenizer, cfg.data.max_text_tokens), "completion": completion(it)}
+        return [to_example(it, tokenizer, cfg.data.max_text_tokens)
                 for it in items_]
 
     train_examples, val_examples = examples(train_items), examples(splits.val)

@@ -20,7 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data import CompletionCollator, completion, load_items, split_items, train_prompt  # noqa: E402
+from data import CompletionCollator, load_items, split_items  # noqa: E402
+from data.prompts import to_example  # noqa: E402
 from data.splits import balance  # noqa: E402
 from quant import load_base_model, prepare_for_kbit_training  # noqa: E402
 from train import epoch_order, lr_lambda, parse_args, warmup_steps  # noqa: E402
@@ -50,8 +51,7 @@ def main() -> None:
     if cfg.data.balance:
         items = balance(items, cap=cfg.data.balance_cap, keep_all_above=cfg.data.balance_keep_all_above,
                         seed=cfg.data.seed)
-    examples = [{"prompt": train_prompt(it, tokenizer, cfg.data.max_text_tokens), "completion": completion(it)}
-                for it in items]
+    examples = [to_example(it, tokenizer, cfg.data.max_text_tokens) for it in items]
     lengths = [len(ids) for ids in tokenizer([e["prompt"] + e["completion"] for e in examples])["input_ids"]]
     collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length,
                                  pad_to_multiple_of=cfg.data.pad_to_multiple_of)

@@ -101,7 +101,7 @@ class LoRALinear(nn.Module):
         """m/||W + sBA|| * (Wx + sBAx) - Wx, so that adding it to the base output gives DoRA's output."""
         weight = dequantized_weight(self.base_layer).to(x.dtype)
         with torch.no_grad():  # DoRA paper, section 4.3: the norm is a constant for backprop, saving memory
-            norm = torch.linalg.norm(weight + self.scaling * (self.lora_B.weight @ self.lora_A.weight), dim=1)
+            norm = torch.linalg.norm(weight + self.delta_weight(), dim=1)
         scale = (self.lora_magnitude_vector / norm).view(1, -1)
         if self.training and isinstance(self.lora_dropout, nn.Dropout):
             x = self.lora_dropout(x)

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import evaluate as ev
 
