@@ -45,7 +45,8 @@ from data import CompletionCollator, DataError, load_items, split_items, test_pr
 from data.splits import balance
 from lora import AdapterError, LoRAConfig, inject_lora, load_adapter, lora_parameters, save_adapter
 from lora.inject import parameter_counts
-from quant import ModelError, format_memory_report, load_base_model, memory_report, prepare_for_kbit_training
+from quant import (ModelError, check_projections, format_memory_report, load_base_model, memory_report,
+                   prepare_for_kbit_training)
 
 
 # ----------------------------------------------------------------------------- config
@@ -718,10 +719,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             raise ConfigError(f"checkpoint {checkpoint} has LoRA " + ", ".join(f"{k}={getattr(saved, k)}" for k in keys)
                               + "; resume with the same lora settings")
     else:
-        try:
-            inject_lora(model, lora_config)
-        except ValueError as e:  # e.g. no module matches target_modules
-            raise ConfigError(f"lora.target_modules: {e}") from None
+        check_projections(model, lora_config.target_modules)  # names the model's Linear layers if none match
+        inject_lora(model, lora_config)
     trainable, total = parameter_counts(model)
     say(f"params: trainable {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
     say(format_memory_report(memory_report(model)))

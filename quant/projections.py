@@ -21,8 +21,9 @@ def linear_names(model: nn.Module) -> list[str]:
 def check_projections(model: nn.Module, targets: Sequence[str] | str = ATTENTION) -> list[str]:
     """Qualified names of the Linear layers matching `targets`; ModelError naming the ones it has if none do.
 
-    `targets` is a list of leaf names ("q_proj", ...), "all-linear", or a regex matched against whole
-    qualified names -- the three forms LoRAConfig.target_modules takes.
+    `targets` is a list of names matched as dotted suffixes ("q_proj", "self_attn.q_proj"), "all-linear",
+    or a regex matched against whole qualified names -- the three forms LoRAConfig.target_modules
+    takes, with lora.inject's meaning.
     """
     names = linear_names(model)
     if targets == "all-linear":  # peft's meaning: every linear except the output head
@@ -31,7 +32,7 @@ def check_projections(model: nn.Module, targets: Sequence[str] | str = ATTENTION
     elif isinstance(targets, str):
         found = [n for n in names if re.fullmatch(targets, n)]
     else:
-        found = [n for n in names if n.rsplit(".", 1)[-1] in set(targets)]
+        found = [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
     if not found:
         leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
         raise ModelError(f"{type(model).__name__} has no Linear layers matching {targets!r}; its Linear layer "

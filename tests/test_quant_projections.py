@@ -12,6 +12,9 @@ def test_finds_attention_projections_in_every_layer(tiny_llama):
 
 def test_list_regex_and_all_linear_targets(tiny_llama):
     assert check_projections(tiny_llama, ["down_proj"]) == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    # Dotted suffixes, as lora.inject_lora reads a list.
+    assert check_projections(tiny_llama, ["mlp.down_proj"]) == check_projections(tiny_llama, ["down_proj"])
+    assert check_projections(tiny_llama, ["layers.1.mlp.down_proj"]) == ["model.layers.1.mlp.down_proj"]
     assert check_projections(tiny_llama, r".*\.1\.self_attn\.[qv]_proj") == [
         "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
     everything = check_projections(tiny_llama, "all-linear")
