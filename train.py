@@ -33,7 +33,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -102,7 +102,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0               # 0 disables clipping
     loraplus_ratio: float = 1.0              # lr of B = lr * ratio (LoRA+, Hayou et al. 2024); 1 = off
     gradient_checkpointing: bool = False
-    cuda_graphs: bool = False                # capture forward+backward once, replay (1 GPU; see CudaGraphLoss)
+    cuda_graphs: bool = False                # capture forward+backward once, replay (GPU; see CudaGraphLoss)
+    distributed: Literal["ddp", "allreduce", "fsdp"] = "ddp"  # how processes share the work (README: multi-GPU)
     mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
     group_by_length: bool = False
     eval_every: int = 0                      # steps; 0 = never
@@ -275,6 +276,15 @@ def _validate(cfg: Config) -> None:
         (t.loraplus_ratio > 0, "train.loraplus_ratio must be positive (1 = off)"),
         (t.keep_last >= 1, "train.keep_last must be >= 1"),
         (cfg.log.log_every >= 1, "log.log_every must be >= 1"),
+        (t.distributed != "fsdp" or cfg.model.bits in (4, 16),
+         "train.distributed fsdp needs model.bits 4 or 16 (8-bit weights cannot be sharded)"),
+        (t.distributed != "fsdp" or not cfg.lora.use_dora,
+         "train.distributed fsdp does not support lora.use_dora (the magnitude sits beside the 4-bit base)"),
+        (t.distributed != "fsdp" or not t.price_eval_items,
+         "train.price_eval_items needs the whole model in one process; with fsdp set it to 0 and run "
+         "evaluate.py on the saved adapter"),
+        (t.distributed != "fsdp" or not t.cuda_graphs,
+         "train.cuda_graphs does not work with fsdp (its all-gathers run outside the graph); use ddp or allreduce"),
     ]
     for ok, message in checks:
         if not ok:
@@ -425,12 +435,13 @@ class CudaGraphLoss:
         return self.graphs[key](*args), n_tok
 
 
-def accumulate_gradients(accelerator, model: nn.Module, micro_batches: list[dict[str, torch.Tensor]]
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def accumulate_gradients(accelerator, model: nn.Module, micro_batches: list[dict[str, torch.Tensor]],
+                         allreduce: list[nn.Parameter] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Backward over one optimizer step's micro-batches; returns (loss sum, supervised tokens), summed over processes.
 
     Each micro-batch contributes loss_sum / n_tok, with n_tok the step's total over all
-    micro-batches and processes; the factor world_size undoes DDP's averaging of gradients.
+    micro-batches and processes; the factor world_size undoes the averaging of gradients over
+    processes (DDP's, FSDP's, or all_reduce_gradients' on `allreduce` after the last backward).
     """
     local = sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches)
     n_tok = accelerator.reduce(local.to(accelerator.device), reduction="sum").float()
@@ -442,11 +453,103 @@ def accumulate_gradients(accelerator, model: nn.Module, micro_batches: list[dict
             part, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
             accelerator.backward(part / n_tok * accelerator.num_processes)
         loss_sum += part.detach().float()
+    if allreduce is not None:
+        all_reduce_gradients(allreduce)
     return accelerator.reduce(loss_sum, reduction="sum"), n_tok
 
 
-def clip_gradients(accelerator, params: list[nn.Parameter], max_norm: float) -> float:
-    """Clip the global gradient norm to max_norm (0 = no clipping); return the norm before clipping."""
+# ----------------------------------------------------------------------------- distributed
+
+def all_reduce_gradients(params: list[nn.Parameter]) -> None:
+    """Average the gradients of `params` over all processes: one all-reduce per dtype (train.distributed allreduce).
+
+    DDP overlaps its all-reduce with the backward pass, bucket by bucket, through autograd hooks;
+    a CUDA graph cannot hold those hooks. Here the step's backward runs first and the LoRA
+    gradients travel afterwards as one flat message (27M numbers, 108 MB, for r 32 on q/k/v/o of
+    an 8B model: about a millisecond over NVLink). The order of `params` must be the same on
+    every process; a parameter without a gradient contributes zeros.
+    """
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= world
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
+
+def broadcast_parameters(params: list[nn.Parameter]) -> None:
+    """Copy process 0's values of `params` to every process (what DDP does when it wraps a model)."""
+    import torch.distributed as dist
+
+    for p in params:
+        dist.broadcast(p.data, src=0)
+
+
+def _trainable_leaf(module: nn.Module) -> bool:
+    """A module with no children whose own parameters are trainable: LoRA's A and B."""
+    own = list(module.parameters(recurse=False))
+    return not list(module.children()) and bool(own) and all(p.requires_grad for p in own)
+
+
+def wrap_fsdp(loss_model: "CompletionLossModel", device: torch.device) -> nn.Module:
+    """Shard `loss_model` over all processes with FSDP (train.distributed fsdp): QLoRA beyond one GPU's memory.
+
+    FSDP flattens each unit's parameters into one tensor of one dtype and gives each process a
+    slice; a unit's whole weights exist only while it runs. The units: every decoder layer (its
+    4-bit weights stored as bf16, model.quant_storage, beside bf16 norms), every LoRA A and B on
+    their own (float32, trainable), and the root (embeddings, final norm, head). use_orig_params
+    keeps the original LoRA parameter objects (each holding its slice), so the optimizer, LoRA+
+    groups and clipping work on them as without FSDP; `full_lora_parameters` gathers them for saving.
+    """
+    import functools
+
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp import ShardingStrategy
+    from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy, transformer_auto_wrap_policy
+
+    layer_classes = {type(layer) for layer in loss_model.model.get_decoder().layers}
+    policy = functools.partial(_or_policy, policies=[
+        functools.partial(lambda_auto_wrap_policy, lambda_fn=_trainable_leaf),
+        functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=layer_classes),
+    ])
+    return FSDP(loss_model, auto_wrap_policy=policy, sharding_strategy=ShardingStrategy.FULL_SHARD,
+                use_orig_params=True, device_id=device if device.type == "cuda" else torch.device("cpu"),
+                limit_all_gathers=True, sync_module_states=False)
+
+
+@contextlib.contextmanager
+def full_lora_parameters(wrapped: Any) -> Iterator[None]:
+    """Inside, every LoRA parameter holds its whole tensor on every process (FSDP gathers each A and B unit).
+
+    Collective: all processes enter it. Without FSDP it does nothing. Only the LoRA units are
+    gathered, never the base: saving an adapter of a 70B model costs megabytes, not the model.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    with contextlib.ExitStack() as stack:
+        if isinstance(wrapped, FSDP):
+            for unit in FSDP.fsdp_modules(wrapped):
+                if unit is not wrapped and _trainable_leaf(unit.module):
+                    stack.enter_context(FSDP.summon_full_params(unit, recurse=False, writeback=False))
+        yield
+
+
+def clip_gradients(accelerator, params: list[nn.Parameter], max_norm: float, fsdp: nn.Module | None = None) -> float:
+    """Clip the global gradient norm to max_norm (0 = no clipping); return the norm before clipping.
+
+    With FSDP each process holds a slice of every gradient, so the norm is FSDP's, over all slices.
+    """
+    if fsdp is not None:
+        # An infinite max_norm gives a clip coefficient above 1, which FSDP clamps to 1: the norm alone.
+        return float(fsdp.clip_grad_norm_(max_norm if max_norm > 0 else float("inf")))
     if max_norm > 0:
         return float(accelerator.clip_grad_norm_(params, max_norm))
     grads = [p.grad.float().norm() for p in params if p.grad is not None]
@@ -525,16 +628,29 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(accelerator, root: Path, step: int, model: nn.Module, optimizer, scheduler,
-                    position: dict[str, Any], cfg: Config) -> Path:
-    """Write checkpoints/step-N/ atomically (temp folder, then rename) and keep the last K; returns its path."""
+                    position: dict[str, Any], cfg: Config, wrapped: Any = None) -> Path:
+    """Write checkpoints/step-N/ atomically (temp folder, then rename) and keep the last K; returns its path.
+
+    With FSDP (`wrapped`) the LoRA weights are gathered for the adapter, and every process
+    writes its slice of the optimizer state as optimizer-rank<R>.pt.
+    """
     rng_states = _gather_objects(accelerator, _rng_state())
     final = root / f"step-{step}"
+    tmp = root / f".tmp-step-{step}"
+    sharded = cfg.train.distributed == "fsdp" and accelerator.num_processes > 1
     if accelerator.is_main_process:
-        tmp = root / f".tmp-step-{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_adapter(model, tmp / "adapter", base_model_name_or_path=cfg.model.name)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    accelerator.wait_for_everyone()
+    if sharded:
+        torch.save(optimizer.state_dict(), tmp / f"optimizer-rank{accelerator.process_index}.pt")
+    with full_lora_parameters(wrapped):
+        if accelerator.is_main_process:
+            save_adapter(model, tmp / "adapter", base_model_name_or_path=cfg.model.name)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if not sharded:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_states, tmp / "rng_states.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(position, indent=2))
@@ -643,14 +759,28 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     accelerator = Accelerator(mixed_precision=t.mixed_precision, log_with=log_with, project_dir=str(out),
                               kwargs_handlers=[AutocastKwargs(cache_enabled=not t.cuda_graphs)])
     rank, world = accelerator.process_index, accelerator.num_processes
-    if t.cuda_graphs and (accelerator.device.type != "cuda" or world > 1):
-        raise ConfigError("train.cuda_graphs needs one process on a CUDA GPU; "
-                          "set --train.cuda_graphs false for CPU or multi-GPU runs")
     say = accelerator.print
+    if t.cuda_graphs and accelerator.device.type != "cuda":
+        raise ConfigError("train.cuda_graphs needs a CUDA GPU; set --train.cuda_graphs false on CPU")
+    if t.cuda_graphs and world > 1 and t.distributed == "ddp":
+        say("note: DDP's gradient hooks cannot run inside CUDA graphs; using train.distributed allreduce "
+            "(one all-reduce of the LoRA gradients after each step's backward)")
+        t = dataclasses.replace(t, distributed="allreduce")
+        cfg = dataclasses.replace(cfg, train=t)
+    fsdp = t.distributed == "fsdp"
+    if fsdp and cfg.model.bits == 4 and cfg.model.quant_storage in (None, "uint8"):
+        say(f"note: fsdp stores the 4-bit weights as {cfg.model.compute_dtype} (model.quant_storage) so that "
+            "FSDP can shard them with the layers' other parameters")
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, quant_storage=cfg.model.compute_dtype))
 
     # --- where a resumed run stands; the global batch is part of the data position.
     checkpoint = find_checkpoint(resume, out) if resume else None
     state = json.loads((checkpoint / "trainer_state.json").read_text()) if checkpoint else None
+    if state and (fsdp or state.get("distributed") == "fsdp") and (
+            state.get("distributed", "ddp") != t.distributed or state["world_size"] != world):
+        raise ConfigError(f"checkpoint {checkpoint} was written by {state['world_size']} process(es) with "
+                          f"train.distributed {state.get('distributed', 'ddp')}; its optimizer state is split that "
+                          "way, so resume it with the same number of processes and the same train.distributed")
     if state and state["global_batch"] != t.batch_size * t.grad_accum * world:
         per_accum = t.batch_size * world
         if state["global_batch"] % per_accum:
@@ -681,7 +811,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         cfg.model.name, bits=cfg.model.bits, quant_type=cfg.model.quant_type, double_quant=cfg.model.double_quant,
         compute_dtype=cfg.model.compute_dtype, device=accelerator.device, quant_storage=cfg.model.quant_storage,
         verbose=False)
-    model = prepare_for_kbit_training(model, gradient_checkpointing=t.gradient_checkpointing)
+    model = prepare_for_kbit_training(model, gradient_checkpointing=t.gradient_checkpointing, upcast_norms=not fsdp)
 
     # --- data: items -> deterministic split -> prompt/completion pairs -> token lengths.
     items = load_items(cfg.data.source, limit=cfg.data.limit, verbose=accelerator.is_main_process)
@@ -727,24 +857,39 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     say(f"batch: {t.batch_size} per device x {t.grad_accum} accumulation x {world} process(es) = "
         f"{global_batch} examples per step; {steps_per_epoch:,} steps per epoch; {total_steps:,} steps")
 
-    # --- optimizer and schedule. Only the model and optimizer go through accelerator.prepare:
-    # the data order is ours, and a prepared scheduler would step once per process.
-    optimizer = build_optimizer(t, model)
-    warmup = warmup_steps(t, total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, warmup=warmup, total=total_steps, schedule=t.schedule))
-    wrapped = accelerator.prepare_model(CompletionLossModel(model), device_placement=False)
+    # --- how processes share the work (train.distributed; with one process all three are the same):
+    # ddp: accelerate's DistributedDataParallel, all-reducing LoRA gradients during backward;
+    # allreduce: one all-reduce after backward (what CUDA graphs allow); fsdp: sharded model.
+    loss_model = CompletionLossModel(model)
+    sync_params = fsdp_module = None
+    if world > 1 and t.distributed == "fsdp":
+        wrapped = fsdp_module = wrap_fsdp(loss_model, accelerator.device)
+    elif world > 1 and t.distributed == "allreduce":
+        wrapped, sync_params = loss_model, lora_parameters(model)
+        broadcast_parameters(sync_params)
+    else:
+        wrapped = accelerator.prepare_model(loss_model, device_placement=False)
     if t.cuda_graphs:
         # The collator pads to a fixed length, so one graph serves every step.
         collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length, pad_to_multiple_of=cfg.data.max_length)
         wrapped = CudaGraphLoss(wrapped)
+
+    # --- optimizer and schedule, built on the parameters as wrapped (FSDP's hold slices). Only
+    # the model and optimizer go through accelerate: the data order is ours, and a prepared
+    # scheduler would step once per process.
+    optimizer = build_optimizer(t, model)
+    warmup = warmup_steps(t, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, warmup=warmup, total=total_steps, schedule=t.schedule))
     optimizer = accelerator.prepare_optimizer(optimizer)
     params = lora_parameters(model)
 
     step = 0
     if checkpoint:
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=accelerator.device,
-                                             weights_only=False))
+        saved_optimizer = checkpoint / (f"optimizer-rank{rank}.pt" if fsdp_module is not None else "optimizer.pt")
+        # (Multi-process CPU runs name their device "cpu:0", which torch.load cannot map to.)
+        where = accelerator.device if accelerator.device.type != "cpu" else "cpu"
+        optimizer.load_state_dict(torch.load(saved_optimizer, map_location=where, weights_only=False))
         scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
         rng_states = torch.load(checkpoint / "rng_states.pt", weights_only=False)
         step = state["step"]
@@ -773,6 +918,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     def position() -> dict[str, Any]:
         return {"step": step, "examples_seen": step * global_batch, "global_batch": global_batch,
                 "batch_size": t.batch_size, "grad_accum": t.grad_accum, "world_size": world,
+                "distributed": t.distributed,
                 "epoch": step // steps_per_epoch}
 
     def evaluate_val() -> dict[str, float]:
@@ -784,7 +930,14 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         with torch.no_grad(), accelerator.autocast():
             for start in range(0, min(len(val_examples), t.eval_batches * per_batch), per_batch):
                 mine = val_examples[start + rank * t.batch_size: start + (rank + 1) * t.batch_size]
-                if mine:
+                if fsdp_module is not None:
+                    # The sharded model exists whole only inside its forward, which every process must
+                    # join: a process past the end of val runs one example and counts nothing.
+                    batch = to_device(collate(mine or val_examples[:1]))
+                    part, count = fsdp_module(batch["input_ids"], batch["attention_mask"], batch["labels"])
+                    loss_sum += part.float() * bool(mine)
+                    n_tok += count * bool(mine)
+                elif mine:
                     part, count = completion_loss_sum(model, to_device(collate(mine)))
                     loss_sum += part.float()
                     n_tok += count
@@ -797,6 +950,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         return result
 
     # --- the loop
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # metrics' peak_mem_mb: training, not loading (FSDP loads whole, then shards)
     wrapped.train()
     bar = tqdm(total=total_steps, initial=step, disable=not accelerator.is_main_process, dynamic_ncols=True)
     started = time.time()
@@ -814,9 +969,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             micro = [to_device(collate([train_examples[i] for i in idx]))
                      for idx in micro_batch_indices(step_indices, t.batch_size, t.grad_accum, rank, world)]
 
-            loss_sum, n_tok = accumulate_gradients(accelerator, wrapped, micro)
+            loss_sum, n_tok = accumulate_gradients(accelerator, wrapped, micro, allreduce=sync_params)
             loss = float(loss_sum / n_tok)
-            grad_norm = clip_gradients(accelerator, params, t.max_grad_norm)
+            grad_norm = clip_gradients(accelerator, params, t.max_grad_norm, fsdp=fsdp_module)
             if not math.isfinite(loss) or (not math.isfinite(grad_norm) and t.mixed_precision != "fp16"):
                 bar.close()
                 saved = f"last good checkpoint: {last_saved and ckpt_root / f'step-{last_saved}'}"
@@ -845,7 +1000,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             interrupted = accelerator.reduce(torch.tensor(float(stop.signal is not None),
                                                           device=accelerator.device), "sum") > 0
             if (t.save_every and step % t.save_every == 0) or interrupted:
-                save_checkpoint(accelerator, ckpt_root, step, model, optimizer, scheduler, position(), cfg)
+                save_checkpoint(accelerator, ckpt_root, step, model, optimizer, scheduler, position(), cfg, fsdp_module)
                 last_saved = step
             if interrupted:
                 bar.close()
@@ -854,12 +1009,13 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     bar.close()
 
     adapter_dir = out / "adapter"
-    if accelerator.is_main_process:
-        tmp = out / ".tmp-adapter"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_adapter(model, tmp, base_model_name_or_path=cfg.model.name)
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        os.replace(tmp, adapter_dir)
+    with full_lora_parameters(fsdp_module):
+        if accelerator.is_main_process:
+            tmp = out / ".tmp-adapter"
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_adapter(model, tmp, base_model_name_or_path=cfg.model.name)
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            os.replace(tmp, adapter_dir)
     accelerator.wait_for_everyone()
     say(f"adapter saved to {adapter_dir}")
     accelerator.end_training()

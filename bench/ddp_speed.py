@@ -1,14 +1,21 @@
-"""Data-parallel throughput of pricer's training step on the Llama-3.1-8B-shaped NF4 model.
+"""Multi-GPU throughput and memory of pricer's training step on the Llama-3.1-8B-shaped NF4 model.
 
-Launch with 1 and with N processes and compare tokens/s (the step is train.py's own:
-train.CompletionLossModel under accelerator.prepare, train.accumulate_gradients with the
-supervised-token normaliser summed across processes, only LoRA gradients all-reduced):
+Launch with 1 and with N processes and compare tokens/s; every mode is train.py's own code:
 
-    accelerate launch --num_processes 1 bench/ddp_speed.py --batch 4 --out DIR
-    accelerate launch --num_processes 2 --multi_gpu bench/ddp_speed.py --batch 4 --out DIR
+    accelerate launch --num_processes 1 bench/ddp_speed.py --mode graphs --batch 4 --out DIR
+    accelerate launch --num_processes 2 --multi_gpu bench/ddp_speed.py --mode graphs --batch 4 --out DIR
 
-Each run appends one JSON line to DIR/ddp_speed.jsonl (processes, per-GPU batch, tokens/s
-over all GPUs, per-GPU peak memory).
+--mode ddp       train.CompletionLossModel under accelerate's DDP (eager), LoRA gradients all-reduced
+                 in buckets during backward (train.distributed ddp);
+--mode graphs    train.CudaGraphLoss (forward + backward replayed as CUDA graphs) and one all-reduce
+                 of the LoRA gradients after backward (train.distributed allreduce);
+--mode fsdp      train.wrap_fsdp: decoder layers and LoRA A/B sharded over the processes, 4-bit
+                 weights stored as bf16 (train.distributed fsdp); eager.
+
+In every mode the supervised-token normaliser is summed across processes
+(train.accumulate_gradients) and clipping is over the global norm. Each run appends one JSON
+line to DIR/ddp_speed.jsonl (mode, processes, per-GPU batch, tokens/s over all GPUs, per-GPU
+peak memory after the model is built, the last loss).
 """
 from __future__ import annotations
 
@@ -28,46 +35,70 @@ from bench.llama8b import build_llama_4bit, completion_batch  # noqa: E402
 def main() -> None:
     import bitsandbytes as bnb
     from accelerate import Accelerator
+    from accelerate.utils import AutocastKwargs
 
     from lora import LoRAConfig, inject_lora, lora_parameters
-    from train import CompletionLossModel, accumulate_gradients
+    from train import CompletionLossModel, CudaGraphLoss, accumulate_gradients, clip_gradients, wrap_fsdp
 
     ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=("ddp", "graphs", "fsdp"), default="ddp")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--accum", type=int, default=1)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (not with graphs)")
     ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind: a CPU smoke test")
     args = ap.parse_args()
-    acc = Accelerator(mixed_precision="bf16")
-    lm = build_llama_4bit(device=str(acc.device))
+    cuda = torch.cuda.is_available()
+    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512) if args.tiny else {}
+    acc = Accelerator(mixed_precision="bf16", kwargs_handlers=[AutocastKwargs(cache_enabled=args.mode != "graphs")])
+    world = acc.num_processes
+    storage = torch.bfloat16 if args.mode == "fsdp" else torch.uint8
+    lm = build_llama_4bit(device=str(acc.device), quant_storage=storage, **shape)
+    if args.checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     inject_lora(lm, LoRAConfig(r=32, alpha=64, dropout=0.1, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    wrapped = acc.prepare_model(CompletionLossModel(lm), device_placement=False)
+    loss_model = CompletionLossModel(lm)
+    fsdp = sync = None
+    if args.mode == "fsdp" and world > 1:
+        wrapped = fsdp = wrap_fsdp(loss_model, acc.device)
+    elif args.mode == "graphs":
+        wrapped = CudaGraphLoss(loss_model)
+        sync = lora_parameters(lm) if world > 1 else None
+    else:
+        wrapped = acc.prepare_model(loss_model, device_placement=False)
     params = lora_parameters(lm)
     opt = acc.prepare_optimizer(bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001))
     wrapped.train()
+    vocab = lm.config.vocab_size
     micro = [dict(zip(("input_ids", "labels"), completion_batch(args.batch, seed=1000 * acc.process_index + j,
-                                                               device=str(acc.device))))
+                                                               vocab=vocab, device=str(acc.device))))
              for j in range(args.accum)]
     for b in micro:
         b["attention_mask"] = torch.ones_like(b["input_ids"])
-    torch.cuda.reset_peak_memory_stats()
+    sync_gpu = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
-            torch.cuda.synchronize()
+            sync_gpu()
             t0 = time.perf_counter()
-        loss_sum, n_tok = accumulate_gradients(acc, wrapped, micro)
-        acc.clip_grad_norm_(params, 0.3)
+        loss_sum, n_tok = accumulate_gradients(acc, wrapped, micro, allreduce=sync)
+        clip_gradients(acc, params, 0.3, fsdp=fsdp)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
+    sync_gpu()
     dt = time.perf_counter() - t0
-    tokens = args.batch * args.accum * 182 * args.steps * acc.num_processes
-    peak = acc.gather(torch.tensor([torch.cuda.max_memory_allocated() / 2**30], device=acc.device)).tolist()
+    tokens = args.batch * args.accum * 182 * args.steps * world
+    peak = acc.gather(torch.tensor([torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0],
+                                   device=acc.device)).tolist()
     if acc.is_main_process:
-        row = dict(processes=acc.num_processes, batch=args.batch, accum=args.accum, tokens_per_s=round(tokens / dt),
+        row = dict(mode=args.mode, processes=world, batch=args.batch, accum=args.accum,
+                   checkpointing=args.checkpointing, tokens_per_s=round(tokens / dt),
                    step_ms=round(1000 * dt / args.steps, 1), peak_gb_per_gpu=[round(p, 2) for p in peak],
-                   loss=round(float(loss_sum / n_tok), 4), device=torch.cuda.get_device_name())
+                   loss=round(float(loss_sum / n_tok), 4), device=torch.cuda.get_device_name() if cuda else "cpu")
         print("DDP " + json.dumps(row), flush=True)
         Path(args.out).mkdir(parents=True, exist_ok=True)
         with open(Path(args.out) / "ddp_speed.jsonl", "a") as f:

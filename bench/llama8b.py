@@ -41,8 +41,9 @@ def build_llama_4bit(device: str = "cuda", seed: int = 0, quant_storage=torch.ui
                                       compute_dtype=torch.bfloat16, compress_statistics=True,
                                       quant_type="nf4", quant_storage=quant_storage, device="meta")
                 w = torch.randn(lin.out_features, lin.in_features, device=device, dtype=torch.bfloat16) * std
-                q.weight = bnb.nn.Params4bit(w, requires_grad=False, compress_statistics=True,
-                                             quant_type="nf4", quant_storage=quant_storage).to(device)
+                # module=q: the layer keeps its own copy of the quantization state, which FSDP needs.
+                q.weight = bnb.nn.Params4bit(w, requires_grad=False, compress_statistics=True, quant_type="nf4",
+                                             quant_storage=quant_storage, module=q).to(device)
                 setattr(parent, name, q)
     for mod in model.modules():
         for pname, p in list(mod.named_parameters(recurse=False)):

@@ -13,9 +13,19 @@ from .layer import LoRALinear
 log = logging.getLogger(__name__)
 
 
+# Wrappers that insert a level into module names: FSDP units and activation checkpointing.
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    """The model's LoRALinear layers by qualified name, in module order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    """The model's LoRALinear layers by qualified name (wrapper levels such as FSDP's left out), in module order."""
+    layers = {}
+    for name, m in model.named_modules():
+        if isinstance(m, LoRALinear):
+            for prefix in _WRAPPER_PREFIXES:
+                name = name.replace(prefix, "")
+            layers[name] = m
+    return layers
 
 
 def _matches(name: str, targets: tuple[str, ...] | str, head: str | None) -> bool:

@@ -10,7 +10,7 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool = False, *,
-                              upcast_embeddings: bool = False) -> nn.Module:
+                              upcast_embeddings: bool = False, upcast_norms: bool = True) -> nn.Module:
     """Freeze the base, keep small 16-bit params in fp32, optionally checkpoint activations; returns `model`.
 
     What it does, and where it differs from peft 0.21's `prepare_model_for_kbit_training`:
@@ -30,6 +30,8 @@ def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool = F
        model also runs without autocast. `upcast_embeddings=True` gives peft's behaviour exactly.
        On a 16-bit model (no quantized linears) nothing is cast: fp32 norms would feed fp32
        activations into bf16 nn.Linear layers, and plain LoRA on a bf16 base does not need it.
+       `upcast_norms=False` skips this step: FSDP flattens a layer's parameters into one tensor
+       of one dtype, so a sharded layer keeps its norms in the dtype its 4-bit weights are stored in.
     3. With `gradient_checkpointing`, enables non-reentrant activation checkpointing. Non-reentrant
        checkpointing needs no input that requires grad, but transformers 5 hooks the input
        embeddings to require grad anyway; we make sure that hook exists on any version, so
@@ -41,7 +43,7 @@ def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool = F
     """
     model.requires_grad_(False)
     quantized = quantized_linear_types()
-    if quantized and any(isinstance(m, quantized) for m in model.modules()):
+    if upcast_norms and quantized and any(isinstance(m, quantized) for m in model.modules()):
         big = set() if upcast_embeddings else {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
         for module in model.modules():
             if isinstance(module, quantized) or id(module) in big:

@@ -407,6 +407,56 @@ def test_four_bit_base_trains_the_same_with_checkpointing_and_with_validation(ti
     assert runs["validating"] == pytest.approx(runs["plain"], rel=1e-5)
 
 
+def launch_two(tiny_llama_dir, out: Path, *extra: str):
+    """train.py in 2 CPU processes over gloo, as `accelerate launch --multi_gpu` starts them."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py")]
+    return subprocess.run([*launch, *tiny_args(tiny_llama_dir, out, *extra)],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("distributed", ["allreduce", "fsdp"])
+def test_allreduce_and_fsdp_match_one_process_with_double_accumulation(tiny_llama_dir, tmp_path, distributed):
+    """The other two ways of sharing the work give the 1-process run's losses, norms and adapter.
+
+    allreduce: no DDP wrapper, one all-reduce of the LoRA gradients after backward (what CUDA
+    graphs use on several GPUs). fsdp: every decoder layer and every LoRA A/B sharded over the
+    two processes; the adapter is gathered for saving, the optimizer state saved per process.
+    A checkpoint of the fsdp run resumes with fsdp and the same processes, and refuses otherwise.
+    """
+    common = ("--train.max_steps", "6", "--train.batch_size", "2", "--train.group_by_length", "true",
+              "--train.distributed", distributed)
+    two = tmp_path / "two"
+    done = launch_two(tiny_llama_dir, two, *common, "--train.grad_accum", "1", "--train.save_every", "3",
+                      "--train.eval_every", "3", "--train.eval_batches", "5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = tmp_path / "one"
+    train.train(tiny_cfg(tiny_llama_dir, one, *common, "--train.grad_accum", "2",
+                         "--train.eval_every", "3", "--train.eval_batches", "5"))
+    assert [r["loss"] for r in metrics(two)] == pytest.approx([r["loss"] for r in metrics(one)], rel=1e-5)
+    assert [r["grad_norm"] for r in metrics(two)] == pytest.approx([r["grad_norm"] for r in metrics(one)], rel=1e-4)
+    assert [r["val_loss"] for r in metrics(two) if "val_loss" in r] == pytest.approx(
+        [r["val_loss"] for r in metrics(one) if "val_loss" in r], rel=1e-5)
+    for k, v in adapter_tensors(one / "adapter").items():
+        torch.testing.assert_close(adapter_tensors(two / "adapter")[k], v, rtol=1e-5, atol=1e-6)
+    step3 = two / "checkpoints" / "step-3"
+    if distributed == "fsdp":
+        assert sorted(p.name for p in step3.glob("optimizer*")) == ["optimizer-rank0.pt", "optimizer-rank1.pt"]
+        with pytest.raises(train.ConfigError, match="same number of processes"):
+            train.train(tiny_cfg(tiny_llama_dir, two, *common, "--train.grad_accum", "2"), resume=str(step3))
+        (two / "metrics.jsonl").write_text("")
+        done = launch_two(tiny_llama_dir, two, *common, "--train.grad_accum", "1", "--resume", str(step3))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert [r["loss"] for r in metrics(two)] == pytest.approx([r["loss"] for r in metrics(one)][3:], rel=1e-5)
+        for k, v in adapter_tensors(one / "adapter").items():
+            torch.testing.assert_close(adapter_tensors(two / "adapter")[k], v, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_double_accumulation(tiny_llama_dir, tmp_path):
     """A 2-process gloo run (DDP on CPU) and a 1-process run see the same examples per step: same losses.
