@@ -420,17 +420,20 @@ def launch_two(tiny_llama_dir, out: Path, *extra: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("distributed", ["allreduce", "fsdp"])
-def test_allreduce_and_fsdp_match_one_process_with_double_accumulation(tiny_llama_dir, tmp_path, distributed):
+@pytest.mark.parametrize("distributed, bits", [("allreduce", 16), ("fsdp", 16), ("fsdp", 4)])
+def test_allreduce_and_fsdp_match_one_process_with_double_accumulation(tiny_llama_dir, tmp_path, distributed, bits):
     """The other two ways of sharing the work give the 1-process run's losses, norms and adapter.
 
     allreduce: no DDP wrapper, one all-reduce of the LoRA gradients after backward (what CUDA
     graphs use on several GPUs). fsdp: every decoder layer and every LoRA A/B sharded over the
     two processes; the adapter is gathered for saving, the optimizer state saved per process.
     A checkpoint of the fsdp run resumes with fsdp and the same processes, and refuses otherwise.
+    With a 4-bit base the run is the same too: one process with fsdp keeps the dtypes FSDP needs.
     """
     common = ("--train.max_steps", "6", "--train.batch_size", "2", "--train.group_by_length", "true",
               "--train.distributed", distributed)
+    if bits == 4:  # NF4 weights stored as bf16 (set by train.py for fsdp), bf16 norms and compute
+        common += ("--model.bits", "4", "--model.compute_dtype", "bfloat16", "--train.mixed_precision", "bf16")
     two = tmp_path / "two"
     done = launch_two(tiny_llama_dir, two, *common, "--train.grad_accum", "1", "--train.save_every", "3",
                       "--train.eval_every", "3", "--train.eval_batches", "5")
