@@ -1,0 +1,91 @@
+"""Where a training step's GPU time goes on the Llama-3.1-8B NF4 shape: kernels by category.
+
+Profiles a few eager steps of the reference stack and of pricer (bench/train_speed.py's two
+stacks, graphs off so that every kernel is visible to the profiler) at one batch size and
+prints, per stack, the GPU time per step of: NF4 dequantization, matrix multiplications,
+attention, and everything else (elementwise, norms, copies, optimizer), plus the top kernels.
+
+    python bench/profile_step.py --batch 16 [--steps 3] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.llama8b import build_llama_4bit, completion_batch  # noqa: E402
+from bench.train_speed import SEQ, pricer_stack, reference_stack  # noqa: E402
+
+CATEGORIES = (("dequantize", ("dequant",)), ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "sm90_", "wgmma")),
+              ("attention", ("flash", "fmha", "attention", "sdpa")))
+
+
+def category(kernel: str) -> str:
+    low = kernel.lower()
+    return next((name for name, keys in CATEGORIES if any(k in low for k in keys)), "other")
+
+
+def profile(stack: str, batch: int, steps: int) -> dict:
+    import bitsandbytes as bnb
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    lm = build_llama_4bit()
+    model, loss_fn = reference_stack(lm) if stack == "reference" else pricer_stack(lm, graphs=False)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001)
+    ids, labels = completion_batch(batch, SEQ)
+
+    def step():
+        loss_fn(ids, labels).backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.3)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    kernels: dict[str, float] = {}
+    for evt in prof.events():
+        if evt.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[evt.name] = kernels.get(evt.name, 0.0) + evt.device_time / 1000 / steps  # ms per step
+    by_cat: dict[str, float] = {}
+    for name, ms in kernels.items():
+        by_cat[category(name)] = by_cat.get(category(name), 0.0) + ms
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:12]
+    del model, opt, lm
+    gc.collect()
+    torch.cuda.empty_cache()
+    return dict(stack=stack, batch=batch, gpu_ms_per_step=round(sum(kernels.values()), 1),
+                by_category={k: round(v, 1) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
+                top_kernels=[(name[:90], round(ms, 2)) for name, ms in top])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--out", default="runs/bench")
+    args = ap.parse_args()
+    rows = [profile(stack, args.batch, args.steps) for stack in ("reference", "pricer")]
+    for row in rows:
+        print(f"{row['stack']:9s} batch {row['batch']}: {row['gpu_ms_per_step']} ms of GPU kernels per step: "
+              + ", ".join(f"{k} {v}" for k, v in row["by_category"].items()), flush=True)
+        for name, ms in row["top_kernels"]:
+            print(f"    {ms:8.2f} ms  {name}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / f"profile-b{args.batch}.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
