@@ -4,11 +4,12 @@
 
 Predictors (all batched with left padding and the KV cache, deterministic):
 - greedy:    generate a few tokens after "Price is $" and read the first number (`extract_price`).
-- expected:  the expected price under the model's next-token distribution after "Price is $".
+- expected:  a point estimate of the model's price distribution after "Price is $" (`--estimate`:
+             its mean, the default; its mean in log space; or its median, see `point_estimate`).
              Tokenizers with one token per number 0-999 (Llama 3): the course's "improved"
              predictor, the probability-weighted mean of the top-K number tokens. Digit-level
-             tokenizers (SmolLM2): a bounded breadth-first search over digit strings; see
-             `price_distributions` for the algorithm and its bound.
+             tokenizers (SmolLM2): a bounded breadth-first search over digit strings
+             (`--search-width`, `--search-digits`); see `price_distributions` for the algorithm.
 - mean / median: constant baselines from the training split's prices.
 
 Metrics follow the course's Tester: absolute error, RMSLE, and colours green (error < $40 or
@@ -44,6 +45,8 @@ BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("$100-300", 100.0, 300.0), ("$300-1000", 300.0, 1000.0), (">=$1000", 1000.0, math.inf),
 )
 PREDICTORS = ("greedy", "expected", "mean", "median")
+ESTIMATES = ("mean", "log-mean", "median")
+SEARCH_WIDTH, SEARCH_DIGITS = 30, 4   # the digit search's defaults: top_m and max_digits (bench/RESULTS.md: 10 kept 47% of the mass, 30 kept 74%)
 
 
 # ---------------------------------------------------------------- prices and metrics
@@ -236,7 +239,7 @@ def number_tokens(tokenizer: Any) -> tuple[str, dict[int, int]]:
 
 
 def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
-                        top_k: int = 20, max_digits: int = 4, top_m: int = 10,
+                        top_k: int = 20, max_digits: int = SEARCH_DIGITS, top_m: int = SEARCH_WIDTH,
                         min_prob: float = 1e-4) -> list[dict[int, float]]:
     """Per prompt, {price: probability} for the prices the model may write after "Price is $".
 
@@ -248,7 +251,7 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
     one-token forward pass on the KV cache, whose rows are copied from the parent prefix.
     A leading "0" is only the price 0. The bound: prices 0 to 10**max_digits - 1, at most
     top_m * max_digits prefixes per prompt; mass outside the search is left out, so the
-    probabilities sum to the mass the search covered (<= 1), and `expected_price` renormalises.
+    probabilities sum to the mass the search covered (<= 1), and `point_estimate` renormalises.
     """
     import torch
     from transformers import DynamicCache
@@ -323,18 +326,48 @@ def _digit_search(model: Any, cache: Any, mask, probs, digit_values: dict[int, i
     return found
 
 
-def expected_price(dist: dict[int, float]) -> float | None:
-    """The mean of a {price: probability} distribution, renormalised; None when it is empty."""
+def point_estimate(dist: dict[int, float], how: str = "mean") -> float | None:
+    """One price from a {price: probability} distribution renormalised to its mass; None when it is empty.
+
+    - "mean":     sum(p * v) / mass, the expected price (it minimises the expected squared error).
+    - "log-mean": exp(sum(p * log(1 + v)) / mass) - 1, the mean in log space (it minimises the
+                  expected squared log error, the term RMSLE averages).
+    - "median":   the lower weighted median, the smallest price whose cumulative probability
+                  reaches half the mass. A tie (exactly half the mass at or below a price, to a
+                  relative 1e-9) takes that lower price, not a midpoint: {9: .5, 99: .5} gives 9.
+    """
+    if how not in ESTIMATES:
+        raise ValueError(f"unknown estimate {how!r}: pick one of {', '.join(ESTIMATES)}")
     mass = sum(dist.values())
     if mass <= 0:
         return None
-    return sum(v * p for v, p in dist.items()) / mass
+    if how == "mean":
+        return sum(v * p for v, p in dist.items()) / mass
+    if how == "log-mean":
+        return math.expm1(sum(math.log1p(v) * p for v, p in dist.items()) / mass)
+    cumulative = 0.0
+    for value in sorted(dist):
+        cumulative += dist[value]
+        if cumulative >= mass / 2 * (1 - 1e-9):
+            return float(value)
+    return float(max(dist))   # reached only through NaN probabilities
+
+
+def expected_price(dist: dict[int, float]) -> float | None:
+    """The mean of a {price: probability} distribution, renormalised; None when it is empty."""
+    return point_estimate(dist, "mean")
 
 
 def predict_expected(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
-                     **search: Any) -> list[float | None]:
-    """The expected price per prompt under the model's distribution (see `price_distributions`)."""
-    return [expected_price(d) for d in price_distributions(model, tokenizer, prompts, batch_size, **search)]
+                     how: str = "mean", **search: Any) -> list[float | None]:
+    """The `how` point estimate per prompt of the model's distribution (see `price_distributions`)."""
+    return [point_estimate(d, how) for d in price_distributions(model, tokenizer, prompts, batch_size, **search)]
+
+
+def search_record(dists: Sequence[dict[int, float]], width: int, digits: int) -> dict:
+    """What report.json says about the distributions: the digit search's bounds and the mean mass it covered."""
+    return {"search_width": width, "search_digits": digits,
+            "search_mass": statistics.fmean(sum(d.values()) for d in dists)}
 
 
 def constant_prediction(train_prices: Sequence[float], kind: str) -> float:
@@ -439,30 +472,40 @@ def load_reports(dirs: Sequence[str]) -> list[tuple[str, dict]]:
 
 # ---------------------------------------------------------------- CLI
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a base model (+ adapter) on prices.")
-    p.add_argument("--compare", nargs="+", metavar="DIR", help="print these report folders side by side and exit")
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options naming the model, the data, its split fractions and the prompts: shared with bench/estimators.py."""
     p.add_argument("--adapter", help="adapter folder (pricer's or peft's); omit to evaluate the base alone")
     p.add_argument("--base", help="base model (name, folder or hub id); default: the adapter's base")
     p.add_argument("--data", help="data source: file, folder or dataset (as data.load_items reads)")
     p.add_argument("--data-format", choices=("jsonl", "csv", "parquet", "hf"),
                    help="read --data as this format (hf: a Hugging Face dataset name); default: by extension")
-    p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
-    p.add_argument("--limit", type=int, help="evaluate a deterministic sample of N items of the split")
-    p.add_argument("--sample", choices=("pool", "balanced"), default="pool",
-                   help="how --limit draws: by hash from the split, or spread over price buckets")
     p.add_argument("--seed", type=int, help="split and sampling seed (default: the run's, else 42)")
     p.add_argument("--val-fraction", type=float, help="split fractions (default: the run's, else 0.05 and 0.1)")
     p.add_argument("--test-fraction", type=float)
-    p.add_argument("--predictor", choices=PREDICTORS, default="greedy")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--bits", type=int, choices=(4, 8, 16), help="default: the run's, else 4")
     p.add_argument("--quant-type", choices=("nf4", "fp4"), help="default: the run's, else nf4")
     p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"),
                    help="default: the run's, else bfloat16")
     p.add_argument("--max-text-tokens", type=int, help="default: the run's, else 160")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a base model (+ adapter) on prices.")
+    p.add_argument("--compare", nargs="+", metavar="DIR", help="print these report folders side by side and exit")
+    add_model_options(p)
+    p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
+    p.add_argument("--limit", type=int, help="evaluate a deterministic sample of N items of the split")
+    p.add_argument("--sample", choices=("pool", "balanced"), default="pool",
+                   help="how --limit draws: by hash from the split, or spread over price buckets")
+    p.add_argument("--predictor", choices=PREDICTORS, default="greedy")
     p.add_argument("--max-new-tokens", type=int, default=8, help="greedy: tokens generated per item")
+    p.add_argument("--estimate", choices=ESTIMATES, help="expected: the distribution's point estimate (default mean)")
+    p.add_argument("--search-width", type=int,
+                   help=f"expected, digit tokenizers: prefixes kept per digit (default {SEARCH_WIDTH})")
+    p.add_argument("--search-digits", type=int,
+                   help=f"expected, digit tokenizers: digits of the longest price (default {SEARCH_DIGITS})")
     p.add_argument("--out", help="folder for report.json, predictions.csv and chart.png")
     args = p.parse_args(argv)
     if not args.compare and (not args.data or not args.out):
@@ -471,7 +514,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--limit must be a positive number of items")
     if args.batch_size <= 0:
         p.error("--batch-size must be positive")
+    check_expected_options(p, args)
     return with_run_defaults(args)
+
+
+def check_expected_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse --estimate/--search-* without --predictor expected or out of range, then fill their defaults."""
+    given = [flag for flag, value in (("--estimate", args.estimate), ("--search-width", args.search_width),
+                                      ("--search-digits", args.search_digits)) if value is not None]
+    if given and args.predictor != "expected":
+        p.error(f"{', '.join(given)}: only for --predictor expected, not {args.predictor}")
+    for flag, value in (("--search-width", args.search_width), ("--search-digits", args.search_digits)):
+        if value is not None and value <= 0:
+            p.error(f"{flag} must be positive")
+    if args.predictor == "expected":
+        args.estimate = args.estimate or "mean"
+        args.search_width = args.search_width or SEARCH_WIDTH
+        args.search_digits = args.search_digits or SEARCH_DIGITS
 
 
 # What train.py trained with, where the command line leaves it open: evaluating on another
@@ -539,6 +598,12 @@ def load_model(base: str, adapter: str | None, bits: int, quant_type: str = "nf4
     return model.eval(), tokenizer
 
 
+def model_name(adapter: str | None, base: str) -> str:
+    """The name a report goes by: the adapter's folder (its run's, for train.py's <run>/adapter), else the base's."""
+    path = Path(adapter or base)
+    return path.resolve().parent.name if path.name == "adapter" else path.name
+
+
 def _device_name(model: Any | None) -> str:
     import torch
 
@@ -568,14 +633,20 @@ def run(args: argparse.Namespace) -> dict:
         if args.predictor == "greedy":
             guesses = predict_greedy(model, tokenizer, prompts, args.batch_size, args.max_new_tokens)
         else:
-            dists = price_distributions(model, tokenizer, prompts, args.batch_size)
-            guesses = [expected_price(d) for d in dists]
-            extra["search_mass"] = statistics.fmean(sum(d.values()) for d in dists)
-        path = Path(args.adapter or base)
-        # train.py writes <run>/adapter: the run's name says more than "adapter".
-        name = path.resolve().parent.name if path.name == "adapter" else path.name
+            dists = price_distributions(model, tokenizer, prompts, args.batch_size,
+                                        max_digits=args.search_digits, top_m=args.search_width)
+            guesses = [point_estimate(d, args.estimate) for d in dists]
+            extra = {"estimate": args.estimate, **search_record(dists, args.search_width, args.search_digits)}
+        name = model_name(args.adapter, base)
     seconds = time.perf_counter() - start
-    provenance = {
+    record = provenance(args, name, base, model, len(items), seconds, extra)
+    return write_report(args.out, [it.title for it in items], truths, guesses, record, name)
+
+
+def provenance(args: argparse.Namespace, name: str, base: str | None, model: Any | None, n_items: int,
+               seconds: float, extra: dict) -> dict:
+    """report.json's account of a run: what was evaluated, on which items, how, where and how fast."""
+    return {
         "name": name, "base": base, "adapter": args.adapter, "data": str(args.data), "split": args.split,
         "limit": args.limit, "sample": args.sample, "predictor": args.predictor, "seed": args.seed,
         "bits": None if model is None else args.bits,
@@ -584,10 +655,9 @@ def run(args: argparse.Namespace) -> dict:
         "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "batch_size": args.batch_size,
         "max_text_tokens": args.max_text_tokens, **extra,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 3),
-        "items_per_s": round(len(items) / seconds, 3) if seconds > 0 else None,
+        "items_per_s": round(n_items / seconds, 3) if seconds > 0 else None,
         "device": _device_name(model),
     }
-    return write_report(args.out, [it.title for it in items], truths, guesses, provenance, name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -394,6 +394,7 @@ class CudaGraphLoss:
 
     def __init__(self, loss_model: "CompletionLossModel", max_supervised_per_row: int = 16) -> None:
         self.model = loss_model.model
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.per_row = max_supervised_per_row
         self.graphs: dict[tuple[int, int], Any] = {}
 
@@ -427,6 +428,12 @@ class CudaGraphLoss:
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         args, n_tok = self._inputs(input_ids, labels)
+        # A replay rewrites the graph's static gradient buffers, and autograd may have stolen
+        # those very buffers as the parameters' .grad on the last call: with gradient
+        # accumulation the next replay would overwrite the gradient summed so far. Own a copy.
+        for p in self.params:
+            if p.grad is not None:
+                p.grad = p.grad.clone()
         key = tuple(input_ids.shape)
         if key not in self.graphs:
             # A fresh wrapper per shape: make_graphed_callables replaces the forward of what it captures.
@@ -505,7 +512,7 @@ def wrap_fsdp(loss_model: "CompletionLossModel", device: torch.device) -> nn.Mod
     FSDP flattens each unit's parameters into one tensor of one dtype and gives each process a
     slice; a unit's whole weights exist only while it runs. The units: every decoder layer (its
     4-bit weights stored as bf16, model.quant_storage, beside bf16 norms), every LoRA A and B on
-    their own (float32, trainable), and the root (embeddings, final norm, head). use_orig_params
+    their own (float32, trainable), the embeddings, the head, and the root (the final norm). use_orig_params
     keeps the original LoRA parameter objects (each holding its slice), so the optimizer, LoRA+
     groups and clipping work on them as without FSDP; `full_lora_parameters` gathers them for saving.
     """
@@ -515,9 +522,16 @@ def wrap_fsdp(loss_model: "CompletionLossModel", device: torch.device) -> nn.Mod
     from torch.distributed.fsdp import ShardingStrategy
     from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy, transformer_auto_wrap_policy
 
-    layer_classes = {type(layer) for layer in loss_model.model.get_decoder().layers}
+    model = loss_model.model
+    layer_classes = {type(layer) for layer in model.get_decoder().layers}
+    # The embeddings and head in units of their own, so that they too are whole only while they
+    # run (the root unit stays whole from forward to backward): on Llama 3 8B they are 2.1 GB of
+    # the 5.5 GB. Tied ones (one weight in two modules) must stay together, in the root.
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = emb is not None and head is not None and head.weight is emb.weight
+    own = set() if tied else {id(emb), id(head)}
     policy = functools.partial(_or_policy, policies=[
-        functools.partial(lambda_auto_wrap_policy, lambda_fn=_trainable_leaf),
+        functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: _trainable_leaf(m) or id(m) in own),
         functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=layer_classes),
     ])
     return FSDP(loss_model, auto_wrap_policy=policy, sharding_strategy=ShardingStrategy.FULL_SHARD,

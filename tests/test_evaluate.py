@@ -82,6 +82,49 @@ def test_constant_prediction():
     assert ev.constant_prediction([1.0, 2.0, 10.0, 20.0], "median") == 6.0
 
 
+# ---------------------------------------------------------------- point estimates of a distribution
+
+LOG_MEAN_9_99_999 = 10 ** 1.75 - 1   # exp(.5 ln 10 + .25 ln 100 + .25 ln 1000) - 1 = 55.234...
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.4])   # 0.4: a search that covered 40% of the mass, renormalised
+def test_point_estimates_by_hand(scale):
+    dist = {9: 0.5 * scale, 99: 0.25 * scale, 999: 0.25 * scale}
+    assert ev.point_estimate(dist, "mean") == pytest.approx(9 * 0.5 + 99 * 0.25 + 999 * 0.25)   # 279
+    assert ev.point_estimate(dist, "log-mean") == pytest.approx(LOG_MEAN_9_99_999)
+    assert LOG_MEAN_9_99_999 == pytest.approx(55.2341325)
+    assert ev.point_estimate(dist, "median") == 9.0   # a tie: exactly half the mass at 9 takes the lower price
+    assert ev.expected_price(dist) == ev.point_estimate(dist, "mean")
+
+
+@pytest.mark.parametrize("dist, median", [
+    ({9: 0.3, 99: 0.3, 999: 0.4}, 99.0),
+    ({7: 0.6, 2: 0.3, 5: 0.1}, 7.0),          # unsorted keys: cumulative .3, .4, 1.0 over 2, 5, 7
+    ({1: 0.1, 2: 0.7, 3: 0.2, 4: 0.6}, 2.0),  # a tie, though .1 + .7 is 0.7999999999999999 < 1.6 / 2 in floats
+    ({3: 0.1, 4: 0.3, 5: 0.2}, 4.0),          # mass .6, half .3: .1 + .3 passes it at 4
+    ({42: 1e-6}, 42.0),
+])
+def test_weighted_median(dist, median):
+    assert ev.point_estimate(dist, "median") == median
+
+
+def test_point_estimates_of_zero_and_empty():
+    assert ev.point_estimate({0: 0.3, 3: 0.3}, "log-mean") == pytest.approx(1.0)   # exp(.5 ln 1 + .5 ln 4) - 1
+    for how in ev.ESTIMATES:
+        assert ev.point_estimate({}, how) is None
+        assert ev.point_estimate({5: 0.0}, how) is None
+    assert ev.expected_price({}) is None
+    with pytest.raises(ValueError, match="unknown estimate 'mode'"):
+        ev.point_estimate({1: 1.0}, "mode")
+
+
+def test_log_mean_at_most_mean_and_median_in_support():
+    """Jensen: the log-space mean never exceeds the mean; the median is always a price of the distribution."""
+    dist = {3: 0.05, 12: 0.2, 19: 0.3, 25: 0.1, 150: 0.15, 800: 0.05}
+    assert ev.point_estimate(dist, "log-mean") < ev.point_estimate(dist, "mean")
+    assert ev.point_estimate(dist, "median") == 19.0   # cumulative .05, .25, .55 of .85: half is .425
+
+
 # ---------------------------------------------------------------- hand-set next-token distributions
 
 def token_id(tokenizer, text: str) -> int:
@@ -162,6 +205,11 @@ def test_expected_digits_by_hand(tiny_llama, tiny_tokenizer):
     guesses = ev.predict_expected(model, tiny_tokenizer, PROMPTS, batch_size=2)
     assert guesses == pytest.approx([expected] * 3, rel=1e-5)
     assert expected == pytest.approx(16.38075, rel=1e-5)
+    log_mean = math.expm1(sum(p * math.log1p(v) for v, p in DIGIT_DIST.items()) / mass)
+    assert ev.predict_expected(model, tiny_tokenizer, PROMPTS[:2], how="log-mean") == pytest.approx(
+        [log_mean] * 2, rel=1e-5)
+    # Sorted: 0 (.1), 1 (.3, cumulative .4), 2 (.27, cumulative .67 >= half of .89625).
+    assert ev.predict_expected(model, tiny_tokenizer, PROMPTS[:2], how="median") == [2.0, 2.0]
 
 
 def test_expected_digits_bounds(tiny_llama, tiny_tokenizer):

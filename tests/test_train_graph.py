@@ -1,4 +1,5 @@
 """The fixed-shape loss that CUDA graphs capture equals train.py's eager completion loss."""
+import pytest
 import torch
 
 from data import CompletionCollator
@@ -43,3 +44,39 @@ def test_static_inputs_refuse_rows_with_more_answer_tokens_than_sized(tiny_llama
         assert "supervised tokens" in str(e)
     else:
         raise AssertionError("expected a ValueError")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graphed_gradients_accumulate_over_micro_batches(tiny_llama, tiny_tokenizer):
+    """Two replays in one step sum their gradients, as two eager backward passes do.
+
+    A replay rewrites the graph's static gradient buffers; autograd may have handed those very
+    buffers to the parameters as .grad on the first replay, so without CudaGraphLoss's copy the
+    second replay would overwrite the first micro-batch's gradient (seen on an H200: 2 GPUs x
+    accumulation 1 and 1 GPU x accumulation 2 drifted 7% apart in 50 steps; identical with it).
+    """
+    model = tiny_llama.cuda()
+    inject_lora(model, LoRAConfig(r=4, alpha=8))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    model.train()
+    collate = CompletionCollator(tiny_tokenizer, max_length=64, pad_to_multiple_of=64)
+    micro = [collate([{"prompt": f"How much does this cost?\n\nItem {i}\n\nPrice is $", "completion": f"{i}9.00"}
+                      for i in range(j, j + 2)]) for j in (0, 2)]
+    micro = [{k: v.cuda() for k, v in b.items() if k in ("input_ids", "attention_mask", "labels")} for b in micro]
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(fn):
+        for p in params:
+            p.grad = None
+        for b in micro:
+            loss, _ = fn(b["input_ids"], b["attention_mask"], b["labels"])
+            loss.backward()
+        return [p.grad.clone() for p in params]
+
+    eager = step(CompletionLossModel(model))
+    graph = CudaGraphLoss(CompletionLossModel(model), max_supervised_per_row=8)
+    step(graph)  # capture and warm up
+    for got, want in zip(step(graph), eager):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,189 @@
+"""The expected predictor's point estimate and search bounds: evaluate.py's flags and bench/estimators.py."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+import evaluate as ev
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = "steel guitar drill desk filter blocks software cordless acoustic office bronze charger".split()
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_estimators", ROOT / "bench" / "estimators.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+est = _load_bench()
+
+
+@pytest.fixture(scope="module")
+def items_file(tmp_path_factory):
+    """80 curated items (title/text/price): a test split of 8 at the default fractions."""
+    rng = random.Random(3)
+    path = tmp_path_factory.mktemp("items") / "items.jsonl"
+    with path.open("w") as f:
+        for i in range(80):
+            title = f"{rng.choice(WORDS).title()} {rng.choice(WORDS)} kit {i}"
+            text = title + "\n" + " ".join(rng.choices(WORDS, k=rng.randint(8, 20)))
+            f.write(json.dumps({"title": title, "text": text, "price": round(10 ** rng.uniform(0, 3), 2)}) + "\n")
+    return path
+
+
+def report_of(folder: Path) -> dict:
+    return json.loads((folder / "report.json").read_text())
+
+
+def guesses_of(folder: Path) -> list[float | None]:
+    with (folder / "predictions.csv").open() as f:
+        return [float(r["guess"]) if r["guess"] else None for r in csv.DictReader(f)]
+
+
+# ---------------------------------------------------------------- evaluate.py flags
+
+def test_expected_flags_land_in_report(tiny_llama_dir, items_file, tmp_path, capsys):
+    out = tmp_path / "median"
+    rc = ev.main([str(a) for a in ["--base", tiny_llama_dir, "--data", items_file, "--limit", 4, "--bits", 16,
+                                   "--predictor", "expected", "--estimate", "median", "--search-width", 3,
+                                   "--search-digits", 2, "--batch-size", 4, "--out", out]])
+    assert rc == 0, capsys.readouterr().err
+    report = report_of(out)
+    assert (report["estimate"], report["search_width"], report["search_digits"]) == ("median", 3, 2)
+    # The guesses are the medians of the distributions the same search gives, loaded as evaluate.py loads.
+    args = ev.parse_args(["--base", str(tiny_llama_dir), "--data", str(items_file), "--limit", "4", "--out", "o"])
+    items, _ = ev.pick_items(args)
+    model, tokenizer = ev.load_model(str(tiny_llama_dir), None, 16, compute_dtype=args.compute_dtype)
+    from data import test_prompt
+
+    prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items]
+    dists = ev.price_distributions(model, tokenizer, prompts, 4, max_digits=2, top_m=3)
+    assert all(0 < len(d) <= 3 * 2 for d in dists)
+    assert guesses_of(out) == pytest.approx([round(ev.point_estimate(d, "median"), 2) for d in dists])
+    assert report["search_mass"] == pytest.approx(sum(sum(d.values()) for d in dists) / len(dists))
+
+
+def test_expected_flags_default(items_file):
+    args = ev.parse_args(["--base", "b", "--data", str(items_file), "--predictor", "expected", "--out", "o"])
+    assert (args.estimate, args.search_width, args.search_digits) == ("mean", ev.SEARCH_WIDTH, ev.SEARCH_DIGITS)
+    assert (ev.SEARCH_WIDTH, ev.SEARCH_DIGITS) == (30, 4)  # README and RESULTS.md quote these
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--estimate", "median"], "--estimate: only for --predictor expected, not greedy"),
+    (["--predictor", "median", "--search-width", "5", "--search-digits", "3"],
+     "--search-width, --search-digits: only for --predictor expected, not median"),
+    (["--predictor", "expected", "--search-width", "0"], "--search-width must be positive"),
+    (["--predictor", "expected", "--estimate", "mode"], "invalid choice: 'mode'"),
+])
+def test_expected_flags_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ev.parse_args(["--base", "b", "--data", "d", "--out", "o", *argv])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("evaluate.py: error: ") and message in last
+
+
+# ---------------------------------------------------------------- bench/estimators.py
+
+def run_bench(argv, capsys) -> tuple[int, str, str]:
+    """(exit code, the table printed last, stderr)."""
+    rc = est.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    print(err, file=sys.stderr)
+    return rc, out[out.find("width"):], err
+
+
+def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "est"
+    common = ["--base", tiny_llama_dir, "--data", items_file, "--bits", 16, "--batch-size", 4,
+              "--search-digits", 2]
+    rc, stdout, _ = run_bench(common + ["--widths", 3, 2, "--limit", 5, "--balanced-limit", 4, "--out", out], capsys)
+    assert rc == 0
+    name = tiny_llama_dir.name
+    table = stdout.strip().splitlines()
+    assert (out / "table.txt").read_text().strip().splitlines() == table
+    assert table[0].split() == ["width", "estimate", "split", "n", "RMSLE", "hit", "rate", "avg", "error", "mass",
+                                "seconds", "s/item"]
+    assert len(table) == 1 + 2 * 3 * 2
+    rows = {}
+    for line in table[1:]:
+        width, how, split, n, rmsle, hit, _, mass, seconds, _ = line.split()
+        rows[int(width), how, split] = (int(n), float(rmsle), float(hit.rstrip("%")), float(mass), float(seconds))
+    assert set(rows) == {(w, h, s) for w in (2, 3) for h in ev.ESTIMATES for s in ("pool", "balanced")}
+
+    for (width, how, split), (n, rmsle, hit, mass, seconds) in rows.items():
+        folder = out / f"{name}-w{width}-{how}-{split}"
+        report = report_of(folder)
+        assert (folder / "chart.png").is_file()
+        assert (report["estimate"], report["search_width"], report["search_digits"]) == (how, width, 2)
+        assert (report["split"], report["sample"], report["predictor"]) == ("test", split, "expected")
+        assert report["n"] == n == (5 if split == "pool" else 4)
+        assert (rmsle, hit, mass) == (round(report["rmsle"], 3), round(report["hit_rate"] * 100, 1),
+                                      round(report["search_mass"], 3))
+        assert seconds == round(report["seconds"], 1) and report["seconds"] > 0
+        # The report is write_report/compute_metrics over the point estimates of the saved distributions.
+        saved = est.load_distributions(out / f"{name}-w{width}-{split}.dists.json.gz")
+        assert all(0 < len(d) <= width * 2 and all(isinstance(v, int) for v in d) for d in saved["dists"])
+        guesses = [ev.point_estimate(d, how) for d in saved["dists"]]
+        metrics = ev.compute_metrics(saved["truths"], guesses)
+        assert {k: report[k] for k in metrics} == metrics   # JSON keeps floats exactly
+        assert guesses_of(folder) == pytest.approx([round(g, 2) for g in guesses])
+        assert report["search_mass"] == pytest.approx(sum(sum(d.values()) for d in saved["dists"]) / n)
+    # The three estimates really differ on these distributions (else the table would compare nothing).
+    assert len({rows[3, h, "pool"][1] for h in ev.ESTIMATES}) == 3
+
+    # Each split is the one evaluate.py draws with the same flags, scored the same.
+    for split, limit in (("pool", 5), ("balanced", 4)):
+        eval_out = tmp_path / f"eval-{split}"
+        assert ev.main([str(a) for a in common + ["--split", "test", "--sample", split, "--limit", limit,
+                                                  "--predictor", "expected", "--estimate", "log-mean",
+                                                  "--search-width", 3, "--out", eval_out]]) == 0
+        mine, theirs = report_of(out / f"{name}-w3-log-mean-{split}"), report_of(eval_out)
+        for key in ("n", "avg_error", "rmsle", "hit_rate", "search_mass"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-6), key
+        assert guesses_of(out / f"{name}-w3-log-mean-{split}") == guesses_of(eval_out)
+    capsys.readouterr()
+
+    # --reuse: no model is loaded, the reports come out the same.
+    def no_model(*_a, **_k):
+        raise AssertionError("--reuse loaded the model")
+
+    monkeypatch.setattr(ev, "load_model", no_model)
+    before = report_of(out / f"{name}-w2-median-balanced")
+    (out / f"{name}-w2-median-balanced" / "report.json").unlink()
+    rc, stdout, _ = run_bench(common + ["--widths", 2, "--estimates", "median", "--limit", 5, "--balanced-limit", 4,
+                                        "--reuse", "--out", out], capsys)
+    assert rc == 0 and len(stdout.strip().splitlines()) == 1 + 2
+    after = report_of(out / f"{name}-w2-median-balanced")
+    assert {k: v for k, v in after.items() if k != "by_bucket"} == {k: v for k, v in before.items() if k != "by_bucket"}
+
+    # --reuse refuses what was not saved, or was saved with other options.
+    rc, _, err = run_bench(common + ["--widths", 7, "--limit", 5, "--balanced-limit", 4, "--reuse", "--out", out],
+                           capsys)
+    assert rc == 2 and err.strip().splitlines()[-1].startswith("error: no ") and "w7-pool" in err
+    rc, _, err = run_bench(common + ["--widths", 2, "--limit", 6, "--balanced-limit", 4, "--reuse", "--out", out],
+                           capsys)
+    assert rc == 2 and "limit 5 (now 6)" in err.strip().splitlines()[-1]
+
+
+def test_bench_split_limits():
+    args = est.parse_args(["--base", "b", "--data", "d", "--out", "o"])
+    assert (args.widths, args.estimates, args.search_digits) == ([ev.SEARCH_WIDTH], list(ev.ESTIMATES), 4)
+    assert est.split_args(args, "pool").limit is None                  # the whole test split
+    assert est.split_args(args, "balanced").limit == 400
+    args = est.parse_args(["--base", "b", "--data", "d", "--out", "o", "--limit", "50", "--widths", "30", "10", "30"])
+    assert args.widths == [10, 30]
+    pool, balanced = est.split_args(args, "pool"), est.split_args(args, "balanced")
+    assert (pool.split, pool.sample, pool.limit, pool.predictor) == ("test", "pool", 50, "expected")
+    assert (balanced.split, balanced.sample, balanced.limit) == ("test", "balanced", 50)
+    assert est.split_args(est.parse_args(["--base", "b", "--data", "d", "--out", "o", "--limit", "900"]),
+                          "balanced").limit == 400
