@@ -59,6 +59,23 @@ def _train_tokenizer(numbers: str):
     )
 
 
+WORDS = "steel guitar drill desk filter blocks software cordless acoustic office bronze charger".split()
+
+
+def write_items(path: Path, n: int, seed: int, noun: str, max_words: int, price) -> Path:
+    """n curated items (title/text/price JSONL, as data/ reads it) from a few words; price(rng) -> float."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for i in range(n):
+            title = f"{rng.choice(WORDS).title()} {rng.choice(WORDS)} {noun} {i}"
+            text = title + "\n" + " ".join(rng.choices(WORDS, k=rng.randint(8, max_words)))
+            f.write(json.dumps({"title": title, "text": text, "price": round(price(rng), 2)}) + "\n")
+    return path
+
+
 def build_tiny_llama(path: str | os.PathLike, numbers: str = "digits", seed: int = 0,
                      hidden: int = 64, layers: int = 2) -> Path:
     """Write a tiny random Llama checkpoint (model + tokenizer) to `path` and return it."""

@@ -4,16 +4,15 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import random
 import sys
 from pathlib import Path
 
 import pytest
 
 import evaluate as ev
+from conftest import write_items
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = "steel guitar drill desk filter blocks software cordless acoustic office bronze charger".split()
 
 
 def _load_bench():
@@ -29,14 +28,8 @@ est = _load_bench()
 @pytest.fixture(scope="module")
 def items_file(tmp_path_factory):
     """80 curated items (title/text/price): a test split of 8 at the default fractions."""
-    rng = random.Random(3)
-    path = tmp_path_factory.mktemp("items") / "items.jsonl"
-    with path.open("w") as f:
-        for i in range(80):
-            title = f"{rng.choice(WORDS).title()} {rng.choice(WORDS)} kit {i}"
-            text = title + "\n" + " ".join(rng.choices(WORDS, k=rng.randint(8, 20)))
-            f.write(json.dumps({"title": title, "text": text, "price": round(10 ** rng.uniform(0, 3), 2)}) + "\n")
-    return path
+    return write_items(tmp_path_factory.mktemp("items") / "items.jsonl", 80, seed=3, noun="kit", max_words=20,
+                       price=lambda rng: 10 ** rng.uniform(0, 3))
 
 
 def report_of(folder: Path) -> dict:

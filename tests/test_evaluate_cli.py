@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 import statistics
 import sys
 
@@ -12,26 +11,19 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import evaluate as ev
-from conftest import build_tiny_llama
+from conftest import build_tiny_llama, write_items
 import data
 from data import load_items, split_items
 from lora import LoRAConfig, inject_lora, lora_layers, save_adapter
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-WORDS = "steel guitar drill desk filter blocks software cordless acoustic office bronze charger".split()
 
 
 @pytest.fixture(scope="module")
 def items_file(tmp_path_factory):
     """A small curated JSONL (title/text/price), as data/ reads it."""
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("items") / "items.jsonl"
-    with path.open("w") as f:
-        for i in range(60):
-            title = f"{rng.choice(WORDS).title()} {rng.choice(WORDS)} set {i}"
-            text = title + "\n" + " ".join(rng.choices(WORDS, k=rng.randint(8, 30)))
-            f.write(json.dumps({"title": title, "text": text, "price": round(rng.uniform(1, 900), 2)}) + "\n")
-    return path
+    return write_items(tmp_path_factory.mktemp("items") / "items.jsonl", 60, seed=0, noun="set", max_words=30,
+                       price=lambda rng: rng.uniform(1, 900))
 
 
 @pytest.fixture(scope="module")
