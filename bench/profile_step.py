@@ -63,9 +63,6 @@ def profile(stack: str, batch: int, steps: int) -> dict:
     for name, ms in kernels.items():
         by_cat[category(name)] = by_cat.get(category(name), 0.0) + ms
     top = sorted(kernels.items(), key=lambda kv: -kv[1])[:12]
-    del model, opt, lm
-    gc.collect()
-    torch.cuda.empty_cache()
     return dict(stack=stack, batch=batch, gpu_ms_per_step=round(sum(kernels.values()), 1),
                 by_category={k: round(v, 1) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
                 top_kernels=[(name[:90], round(ms, 2)) for name, ms in top])
@@ -77,7 +74,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--out", default="runs/bench")
     args = ap.parse_args()
-    rows = [profile(stack, args.batch, args.steps) for stack in ("reference", "pricer")]
+    rows = []
+    for stack in ("reference", "pricer"):
+        rows.append(profile(stack, args.batch, args.steps))
+        gc.collect()  # the first stack's model and optimizer go before the second is built
+        torch.cuda.empty_cache()
     for row in rows:
         print(f"{row['stack']:9s} batch {row['batch']}: {row['gpu_ms_per_step']} ms of GPU kernels per step: "
               + ", ".join(f"{k} {v}" for k, v in row["by_category"].items()), flush=True)
