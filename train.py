@@ -388,8 +388,9 @@ class CudaGraphLoss:
     it removes that cost (torch.cuda.make_graphed_callables; dropout stays random through
     graph-safe RNG). Same call and result as CompletionLossModel; each new (batch, length)
     shape is captured on first use, so pad batches to a fixed length (data.pad_to_multiple_of
-    or max_length) to keep the number of graphs small. Single process only: DDP's gradient
-    hooks are not captured.
+    or max_length) to keep the number of graphs small. Wrap the plain CompletionLossModel, not
+    DDP (its gradient hooks cannot be captured): on several processes train.py syncs with
+    all_reduce_gradients after the step's backward (train.distributed allreduce).
     """
 
     def __init__(self, loss_model: "CompletionLossModel", max_supervised_per_row: int = 16) -> None:
