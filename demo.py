@@ -61,7 +61,7 @@ def main() -> None:
     subprocess.run([sys.executable, "evaluate.py", "--compare", *map(str, reports)], cwd=ROOT, check=True)
     shipped = SHIPPED / "eval-pool"
     if (shipped / "report.json").is_file():
-        print(f"\nfor scale, the shipped adapter ({SHIPPED.relative_to(ROOT)}, 2 epochs on a GPU, expected-price "
+        print(f"\nfor scale, the shipped adapter ({SHIPPED.relative_to(ROOT)}, 3 epochs with LoRA+ on a GPU, expected-price "
               "predictor) on the whole test split, from its committed report:")
         subprocess.run([sys.executable, "evaluate.py", "--compare", str(shipped)], cwd=ROOT, check=True)
     base, tuned = (json.loads((d / "report.json").read_text()) for d in (out / "base", out / "finetuned"))
