@@ -407,16 +407,30 @@ def test_four_bit_base_trains_the_same_with_checkpointing_and_with_validation(ti
     assert runs["validating"] == pytest.approx(runs["plain"], rel=1e-5)
 
 
+# gloo's teardown at process exit now and then aborts a process whose work is done (a C++
+# thread still joinable when the interpreter finalises; pytorch/pytorch#179291): seen once in
+# ~20 launches here, after all steps and the adapter were written.
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def launch_two(tiny_llama_dir, out: Path, *extra: str):
-    """train.py in 2 CPU processes over gloo, as `accelerate launch --multi_gpu` starts them."""
+    """train.py in 2 CPU processes over gloo, as `accelerate launch --multi_gpu` starts them.
+
+    A run that aborts in gloo's teardown is run once more (from scratch, same output folder):
+    any other failure, or the same abort twice, is returned as it is.
+    """
     import subprocess
     import sys
 
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py")]
-    return subprocess.run([*launch, *tiny_args(tiny_llama_dir, out, *extra)],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    for attempt in range(2):
+        done = subprocess.run([*launch, *tiny_args(tiny_llama_dir, out, *extra)],
+                              env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        if done.returncode == 0 or GLOO_TEARDOWN_ABORT not in done.stderr:
+            return done
+    return done
 
 
 @pytest.mark.slow
@@ -467,17 +481,9 @@ def test_two_processes_match_one_process_with_double_accumulation(tiny_llama_dir
     Then a checkpoint of the 2-process run resumes in 1 process: grad_accum doubles to keep the
     global batch, and the run ends on the 1-process run's weights.
     """
-    import subprocess
-    import sys
-
     common = ("--train.max_steps", "6", "--train.batch_size", "2", "--train.group_by_length", "true")
     two = tmp_path / "two"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py")]
-    done = subprocess.run([*launch, *tiny_args(tiny_llama_dir, two, *common, "--train.grad_accum", "1",
-                                               "--train.save_every", "3")],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = launch_two(tiny_llama_dir, two, *common, "--train.grad_accum", "1", "--train.save_every", "3")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x 2 process(es) = 4 examples per step" in done.stdout
     one = tmp_path / "one"
