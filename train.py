@@ -652,7 +652,7 @@ def save_checkpoint(accelerator, root: Path, step: int, model: nn.Module, optimi
     rng_states = _gather_objects(accelerator, _rng_state())
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
-    sharded = cfg.train.distributed == "fsdp" and accelerator.num_processes > 1
+    sharded = wrapped is not None  # FSDP runs only with several processes: each holds a slice
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
