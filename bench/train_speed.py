@@ -9,6 +9,8 @@ Same GPU, same run, same base (random NF4 weights, bench/llama8b.py), same batch
   pricer    : the same base with lora.inject_lora, train.CompletionLossModel (LM head only at
               supervised positions), and train.CudaGraphLoss (forward + backward captured once
               as CUDA graphs and replayed), the same optimizer and clipping.
+  compiled  : pricer with train.compile_decoder_layers (torch.compile of each decoder layer,
+              fusing the elementwise work between the matmuls), inside the same CUDA graphs.
 
 Each (stack, batch, checkpointing) cell runs in its own process so that allocator and
 paged-optimizer state never leak between cells. Then a parity check (dropout 0, the same
@@ -55,12 +57,14 @@ def reference_stack(lm, dropout=LORA["dropout"]):
     return pm, loss_fn
 
 
-def pricer_stack(lm, dropout=LORA["dropout"], graphs=True):
+def pricer_stack(lm, dropout=LORA["dropout"], graphs=True, compile=False):
     """pricer on the base; returns (model, loss function(ids, labels) -> mean loss)."""
     from lora import LoRAConfig, inject_lora
-    from train import CompletionLossModel, CudaGraphLoss
+    from train import CompletionLossModel, CudaGraphLoss, compile_decoder_layers
 
     inject_lora(lm, LoRAConfig(r=LORA["r"], alpha=LORA["alpha"], dropout=dropout, target_modules=TARGETS))
+    if compile:
+        compile_decoder_layers(lm)
     loss_model = CompletionLossModel(lm)
     step_fn = CudaGraphLoss(loss_model) if graphs else loss_model
 
@@ -79,7 +83,7 @@ def one_cell(stack: str, batch: int, checkpointing: bool, steps: int = 10, warmu
     lm = build_llama_4bit()
     if checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model, loss_fn = reference_stack(lm) if stack == "reference" else pricer_stack(lm)
+    model, loss_fn = reference_stack(lm) if stack == "reference" else pricer_stack(lm, compile=stack == "compiled")
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001)
@@ -107,13 +111,13 @@ def parity(steps: int = 20) -> dict:
 
     batches = [completion_batch(4, SEQ, seed=100 + s) for s in range(steps)]
 
-    def run(stack, init=None, graphs=True):
+    def run(stack, init=None, graphs=True, compile=False):
         lm = build_llama_4bit()
         if stack == "reference":
             model, loss_fn = reference_stack(lm, dropout=0.0)
             lora = {n.replace(".default", ""): p for n, p in model.named_parameters() if "lora_" in n}
         else:
-            model, loss_fn = pricer_stack(lm, dropout=0.0, graphs=graphs)
+            model, loss_fn = pricer_stack(lm, dropout=0.0, graphs=graphs, compile=compile)
             lora = {"base_model.model." + n: p for n, p in model.named_parameters() if "lora_" in n}
         if init is None:
             init = {k: v.detach().clone() for k, v in lora.items()}
@@ -140,9 +144,11 @@ def parity(steps: int = 20) -> dict:
     ref, init = run("reference")
     eager, _ = run("pricer", init, graphs=False)
     graph, _ = run("pricer", init, graphs=True)
+    compiled, _ = run("pricer", init, graphs=True, compile=True)
     rel = lambda a, b: max(abs(x - y) / abs(y) for x, y in zip(a, b))  # noqa: E731
-    return dict(reference=ref, pricer_eager=eager, pricer_graphs=graph,
-                max_rel_diff_eager=rel(eager, ref), max_rel_diff_graphs=rel(graph, ref))
+    return dict(reference=ref, pricer_eager=eager, pricer_graphs=graph, pricer_compiled=compiled,
+                max_rel_diff_eager=rel(eager, ref), max_rel_diff_graphs=rel(graph, ref),
+                max_rel_diff_compiled=rel(compiled, ref))
 
 
 def predict(n_items: int = 256, n_single: int = 16) -> dict:
@@ -164,8 +170,8 @@ def predict(n_items: int = 256, n_single: int = 16) -> dict:
     lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
     rows = {}
 
-    def timed(name, fn, n):
-        predict_greedy(lm, tokenizer, prompts[:8], batch_size=8)  # warm-up
+    def timed(name, fn, n, warmup=lambda: predict_greedy(lm, tokenizer, prompts[:8], batch_size=8)):
+        warmup()
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         out = fn()
@@ -178,20 +184,30 @@ def predict(n_items: int = 256, n_single: int = 16) -> dict:
                    len(prompts))
     timed("greedy_b128", lambda: predict_greedy(lm, tokenizer, prompts, batch_size=128, max_new_tokens=4),
           len(prompts))
-    timed("expected_b64", lambda: predict_expected(lm, tokenizer, prompts, batch_size=64), len(prompts))
+    expected = timed("expected_b64", lambda: predict_expected(lm, tokenizer, prompts, batch_size=64), len(prompts))
+    from train import compile_decoder_layers
+    compile_decoder_layers(lm)
+    # Warm-up compiles twice: the first batch's shape, then one graph with dynamic shapes for the rest.
+    compiled = timed("expected_b64_compiled", lambda: predict_expected(lm, tokenizer, prompts, batch_size=64),
+                     len(prompts), warmup=lambda: predict_expected(lm, tokenizer, prompts[:192], batch_size=64))
     agree = sum(a == b for a, b in zip(single, greedy[:n_single]))
     return dict(items_per_s=rows, speedup={k: round(v / rows["one_at_a_time"], 1) for k, v in rows.items()},
                 greedy_agrees_with_one_at_a_time=f"{agree}/{n_single}",
+                compiled_vs_eager_expected_max_rel_diff=max(abs(a - b) / abs(b) for a, b in zip(compiled, expected)
+                                                           if a is not None and b),
                 prompt_tokens=dict(mean=round(sum(lengths) / len(lengths)), max=max(lengths)))
 
 
-CELLS = [(s, b, c) for b, c in [(4, False), (16, False), (16, True), (4, True)] for s in ("reference", "pricer")]
+STACKS = ("reference", "pricer", "compiled")
+CELLS = [(s, b, c) for b, c in [(16, False), (16, True), (4, False), (4, True)] for s in STACKS]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/bench"))
     ap.add_argument("--only", choices=["train", "parity", "predict"])
+    ap.add_argument("--batches", type=int, nargs="+", default=[16, 4], help="training cells to run (batch sizes)")
+    ap.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
     ap.add_argument("--cell", nargs=3, metavar=("STACK", "BATCH", "CKPT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.cell:
@@ -206,6 +222,8 @@ def main() -> None:
     if args.only in (None, "train"):
         cells = []
         for stack, b, ckpt in CELLS:
+            if b not in args.batches or stack not in args.stacks:
+                continue
             proc = subprocess.run([sys.executable, __file__, "--cell", stack, str(b), str(int(ckpt))],
                                   capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CELL ")), None)
@@ -216,11 +234,14 @@ def main() -> None:
         result["train"] = cells
         ratios = []
         for b, ckpt in sorted({(c["batch"], c["checkpointing"]) for c in cells}):
-            r, p = ({c["stack"]: c for c in cells if c["batch"] == b and c["checkpointing"] == ckpt}.get(s)
-                    for s in ("reference", "pricer"))
-            if r and p and "tokens_per_s" in r and "tokens_per_s" in p:
-                ratios.append(dict(batch=b, checkpointing=ckpt, speed=round(p["tokens_per_s"] / r["tokens_per_s"], 2),
-                                   memory=round(p["peak_gb"] / r["peak_gb"], 2)))
+            row = {c["stack"]: c for c in cells if c["batch"] == b and c["checkpointing"] == ckpt}
+            r = row.get("reference")
+            for stack in STACKS[1:]:
+                p = row.get(stack)
+                if r and p and "tokens_per_s" in r and "tokens_per_s" in p:
+                    ratios.append(dict(stack=stack, batch=b, checkpointing=ckpt,
+                                       speed=round(p["tokens_per_s"] / r["tokens_per_s"], 2),
+                                       memory=round(p["peak_gb"] / r["peak_gb"], 2)))
         result["ratios"] = ratios
     if args.only in (None, "parity"):
         result["parity"] = parity()
@@ -235,10 +256,11 @@ def main() -> None:
         print(f"{c['stack']:>9} batch {c['batch']:>2} ckpt {str(c['checkpointing']):>5}: "
               + (f"{c['tokens_per_s']:>6} tok/s  {c['peak_gb']:>6} GB" if "tokens_per_s" in c else str(c.get("error"))))
     for r in result.get("ratios", []):
-        print(f"pricer/reference batch {r['batch']:>2} ckpt {str(r['checkpointing']):>5}: speed x{r['speed']}, memory x{r['memory']}")
+        print(f"{r['stack']}/reference batch {r['batch']:>2} ckpt {str(r['checkpointing']):>5}: speed x{r['speed']}, memory x{r['memory']}")
     if "parity" in result:
         print(f"parity over 20 steps: max relative loss difference eager {result['parity']['max_rel_diff_eager']:.2e}, "
-              f"graphs {result['parity']['max_rel_diff_graphs']:.2e}")
+              f"graphs {result['parity']['max_rel_diff_graphs']:.2e}, "
+              f"compiled {result['parity']['max_rel_diff_compiled']:.2e}")
     if "predict" in result:
         print("prediction items/s:", result["predict"]["items_per_s"], "speedup:", result["predict"]["speedup"])
 

@@ -80,3 +80,50 @@ def test_graphed_gradients_accumulate_over_micro_batches(tiny_llama, tiny_tokeni
     step(graph)  # capture and warm up
     for got, want in zip(step(graph), eager):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_compiled_layers_inside_cuda_graphs_keep_gradients_and_fresh_dropout(tiny_llama, tiny_tokenizer):
+    """train.compile + train.cuda_graphs: the captured Triton kernels give eager's gradients,
+    and the captured dropout draws a new mask on every replay (its seeds are not baked in)."""
+    from train import compile_decoder_layers
+
+    torch._dynamo.reset()
+    model = tiny_llama.cuda()
+    inject_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.5))
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for layer in dropouts:
+        layer.p = 0.0  # first the exact comparison
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    model.train()
+    batch = CompletionCollator(tiny_tokenizer, max_length=64, pad_to_multiple_of=64)(
+        [{"prompt": f"How much does this cost?\n\nItem {i}\n\nPrice is $", "completion": f"{i}9.00"} for i in range(2)])
+    batch = {k: v.cuda() for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(fn):
+        for p in params:
+            p.grad = None
+        loss, _ = fn(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in params]
+
+    eager_loss, eager = step(CompletionLossModel(model))
+    compile_decoder_layers(model)
+    graph = CudaGraphLoss(CompletionLossModel(model), max_supervised_per_row=8)
+    step(graph)  # compile, capture and warm up
+    loss, grads = step(graph)
+    assert loss == pytest.approx(eager_loss, rel=1e-4)
+    for got, want in zip(grads, eager):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+
+    assert dropouts
+    for layer in dropouts:
+        layer.p = 0.5
+    torch._dynamo.reset()
+    graph = CudaGraphLoss(CompletionLossModel(model), max_supervised_per_row=8)
+    losses = {step(graph)[0] for _ in range(4)}
+    assert len(losses) == 4
+    torch._dynamo.reset()
