@@ -1,7 +1,7 @@
 """Where a training step's GPU time goes on the Llama-3.1-8B NF4 shape: kernels by category.
 
-Profiles a few eager steps of the reference stack and of pricer (bench/train_speed.py's two
-stacks, graphs off so that every kernel is visible to the profiler) at one batch size and
+Profiles a few eager steps of the reference stack, of pricer and of pricer with compiled
+layers (bench/train_speed.py's stacks, graphs off so that every kernel is visible to the profiler) at one batch size and
 prints, per stack, the GPU time per step of: NF4 dequantization, matrix multiplications,
 attention, and everything else (elementwise, norms, copies, optimizer), plus the top kernels.
 
@@ -23,6 +23,7 @@ from bench.llama8b import build_llama_4bit, completion_batch  # noqa: E402
 from bench.train_speed import SEQ, pricer_stack, reference_stack  # noqa: E402
 
 CATEGORIES = (("dequantize", ("dequant",)), ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "sm90_", "wgmma")),
+              ("fused (inductor)", ("triton_",)),
               ("attention", ("flash", "fmha", "attention", "sdpa")))
 
 
@@ -36,7 +37,8 @@ def profile(stack: str, batch: int, steps: int) -> dict:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     lm = build_llama_4bit()
-    model, loss_fn = reference_stack(lm) if stack == "reference" else pricer_stack(lm, graphs=False)
+    model, loss_fn = (reference_stack(lm) if stack == "reference"
+                      else pricer_stack(lm, graphs=False, compile=stack == "compiled"))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001)
@@ -73,9 +75,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--stacks", nargs="+", default=["reference", "pricer", "compiled"],
+                    choices=["reference", "pricer", "compiled"])
     args = ap.parse_args()
     rows = []
-    for stack in ("reference", "pricer"):
+    for stack in args.stacks:
         rows.append(profile(stack, args.batch, args.steps))
         gc.collect()  # the first stack's model and optimizer go before the second is built
         torch.cuda.empty_cache()

@@ -224,8 +224,11 @@ def main() -> None:
         for stack, b, ckpt in CELLS:
             if b not in args.batches or stack not in args.stacks:
                 continue
-            proc = subprocess.run([sys.executable, __file__, "--cell", stack, str(b), str(int(ckpt))],
-                                  capture_output=True, text=True)
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--cell", stack, str(b), str(int(ckpt))],
+                                      capture_output=True, text=True, timeout=420)
+            except subprocess.TimeoutExpired:
+                proc = subprocess.CompletedProcess([], 1, "", "timed out after 420 s")
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CELL ")), None)
             cell = json.loads(line[5:]) if line else dict(stack=stack, batch=b, checkpointing=ckpt,
                                                           error=proc.stderr.strip().splitlines()[-1:])
