@@ -441,8 +441,11 @@ class CudaGraphLoss:
         key = tuple(input_ids.shape)
         if key not in self.graphs:
             # A fresh wrapper per shape: make_graphed_callables replaces the forward of what it captures.
-            self.graphs[key] = torch.cuda.make_graphed_callables(StaticCompletionLoss(self.model), args,
-                                                                 num_warmup_iters=3)
+            # Its sample arguments become the graph's static inputs, into which every later call's
+            # arguments are copied: capture on private copies, or the caller's first batch would be
+            # overwritten by each later one.
+            self.graphs[key] = torch.cuda.make_graphed_callables(
+                StaticCompletionLoss(self.model), tuple(a.clone() for a in args), num_warmup_iters=3)
         return self.graphs[key](*args), n_tok
 
 
