@@ -374,9 +374,25 @@ class StaticCompletionLoss(nn.Module):
         super().__init__()
         self.model = model
 
+    def causal_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The (batch, 1, length, length) causal mask, passed ready-made (transformers uses a 4D mask as is).
+
+        Left to itself, transformers skips the mask (SDPA's is_causal) except while a CUDA graph
+        is being captured, when some versions build one: the captured graph would then run other
+        code than its warm-up did, and compiled layers (train.compile) would recompile inside
+        the capture, which fails. A mask of our own is the same in both. Boolean for SDPA,
+        additive (0 / -inf) for eager attention, which adds it to the scores.
+        """
+        rows, length = input_ids.shape
+        allowed = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
+        if getattr(self.model.config, "_attn_implementation", "sdpa") != "sdpa":
+            allowed = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
+        return allowed[None, None].expand(rows, 1, length, length)
+
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
                 weights: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
+        hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=self.causal_mask(input_ids),
+                                          use_cache=False).last_hidden_state
         head = self.model.get_output_embeddings()
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             logits = head(hidden.flatten(0, 1).index_select(0, positions).to(head.weight.dtype)).float()

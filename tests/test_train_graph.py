@@ -7,7 +7,11 @@ from lora import LoRAConfig, inject_lora
 from train import CompletionLossModel, CudaGraphLoss, StaticCompletionLoss, completion_loss_sum
 
 
-def test_static_loss_matches_eager_loss_and_gradients(tiny_llama, tiny_tokenizer):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_static_loss_matches_eager_loss_and_gradients(tiny_llama, tiny_tokenizer, attention):
+    # The static loss passes its own causal mask: boolean for SDPA, additive for eager attention.
+    tiny_llama.set_attn_implementation(attention)
+    assert tiny_llama.config._attn_implementation == attention
     inject_lora(tiny_llama, LoRAConfig(r=4, alpha=8))
     for name, p in tiny_llama.named_parameters():
         if "lora_B" in name:
