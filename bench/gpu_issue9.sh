@@ -11,7 +11,7 @@ for part in "$@"; do
   case $part in
     tests)   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
              python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-             timeout 200 python -m pytest -q -p no:cacheprovider tests/test_train_graph.py 2>&1 | tail -4 ;;
+             timeout 200 python -m pytest -q -p no:cacheprovider tests/test_train_graph.py --tb=line 2>&1 | grep "^E \|^/\|passed\|failed" | cut -c1-300 | tail -12 ;;
     b16|b4)  python bench/train_speed.py --only train --batches "${part#b}" --out "$OUT/$part" 2>&1 | quiet ;;
     parity)  python bench/train_speed.py --only parity --out "$OUT/parity" 2>&1 | quiet ;;
     predict) python bench/train_speed.py --only predict --out "$OUT/predict" 2>&1 | quiet ;;
