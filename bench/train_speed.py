@@ -17,8 +17,9 @@ paged-optimizer state never leak between cells. Then a parity check (dropout 0, 
 initial adapter weights, 20 distinct batches: both stacks' losses) and prediction speed
 (the course's one-at-a-time generate vs evaluate.predict_greedy and predict_expected).
 
-    python bench/train_speed.py --out DIR            # everything (about 6 minutes on one H100)
-    python bench/train_speed.py --only train|parity|predict
+    python bench/train_speed.py --out DIR            # everything (about 15 minutes on one H100)
+    python bench/train_speed.py --only train|parity|predict [--batches 16] [--stacks reference compiled]
+    bash bench/gpu_issue9.sh tests b16 b4 parity predict   # the same in parts that fit 10-minute calls
 """
 from __future__ import annotations
 
