@@ -433,6 +433,19 @@ def launch_two(tiny_llama_dir, out: Path, *extra: str):
     return done
 
 
+def two_and_one(tiny_llama_dir, tmp_path, common, two_extra=(), one_extra=()):
+    """`common` steps in 2 gloo processes x accumulation 1 and in 1 process x accumulation 2.
+
+    Returns (two's folder, one's folder, the 2-process run); the 2-process run must succeed.
+    """
+    two = tmp_path / "two"
+    done = launch_two(tiny_llama_dir, two, *common, "--train.grad_accum", "1", *two_extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = tmp_path / "one"
+    train.train(tiny_cfg(tiny_llama_dir, one, *common, "--train.grad_accum", "2", *one_extra))
+    return two, one, done
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("distributed, bits", [("allreduce", 16), ("fsdp", 16), ("fsdp", 4)])
 def test_allreduce_and_fsdp_match_one_process_with_double_accumulation(tiny_llama_dir, tmp_path, distributed, bits):
@@ -448,13 +461,8 @@ def test_allreduce_and_fsdp_match_one_process_with_double_accumulation(tiny_llam
               "--train.distributed", distributed)
     if bits == 4:  # NF4 weights stored as bf16 (set by train.py for fsdp), bf16 norms and compute
         common += ("--model.bits", "4", "--model.compute_dtype", "bfloat16", "--train.mixed_precision", "bf16")
-    two = tmp_path / "two"
-    done = launch_two(tiny_llama_dir, two, *common, "--train.grad_accum", "1", "--train.save_every", "3",
-                      "--train.eval_every", "3", "--train.eval_batches", "5")
-    assert done.returncode == 0, done.stderr[-3000:]
-    one = tmp_path / "one"
-    train.train(tiny_cfg(tiny_llama_dir, one, *common, "--train.grad_accum", "2",
-                         "--train.eval_every", "3", "--train.eval_batches", "5"))
+    evals = ("--train.eval_every", "3", "--train.eval_batches", "5")
+    two, one, _ = two_and_one(tiny_llama_dir, tmp_path, common, ("--train.save_every", "3", *evals), evals)
     assert [r["loss"] for r in metrics(two)] == pytest.approx([r["loss"] for r in metrics(one)], rel=1e-5)
     assert [r["grad_norm"] for r in metrics(two)] == pytest.approx([r["grad_norm"] for r in metrics(one)], rel=1e-4)
     assert [r["val_loss"] for r in metrics(two) if "val_loss" in r] == pytest.approx(
@@ -482,12 +490,8 @@ def test_two_processes_match_one_process_with_double_accumulation(tiny_llama_dir
     global batch, and the run ends on the 1-process run's weights.
     """
     common = ("--train.max_steps", "6", "--train.batch_size", "2", "--train.group_by_length", "true")
-    two = tmp_path / "two"
-    done = launch_two(tiny_llama_dir, two, *common, "--train.grad_accum", "1", "--train.save_every", "3")
-    assert done.returncode == 0, done.stderr[-3000:]
+    two, one, done = two_and_one(tiny_llama_dir, tmp_path, common, ("--train.save_every", "3"))
     assert "x 2 process(es) = 4 examples per step" in done.stdout
-    one = tmp_path / "one"
-    train.train(tiny_cfg(tiny_llama_dir, one, *common, "--train.grad_accum", "2"))
     assert [r["loss"] for r in metrics(two)] == pytest.approx([r["loss"] for r in metrics(one)], rel=1e-5)
     assert [r["grad_norm"] for r in metrics(two)] == pytest.approx([r["grad_norm"] for r in metrics(one)], rel=1e-4)
     for k, v in adapter_tensors(one / "adapter").items():
@@ -502,3 +506,15 @@ def test_two_processes_match_one_process_with_double_accumulation(tiny_llama_dir
     assert [r["loss"] for r in metrics(two)] == pytest.approx([r["loss"] for r in metrics(one)], rel=1e-5)
     for k, v in adapter_tensors(one / "adapter").items():
         torch.testing.assert_close(adapter_tensors(two / "adapter")[k], v, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_layers_under_ddp_match_one_eager_process(tiny_llama_dir, tmp_path):
+    """--train.compile true in 2 DDP processes (each compiles its own layers, inductor): the
+    losses and adapter of 1 eager process with doubled accumulation, to compile's rounding."""
+    common = ("--train.max_steps", "4", "--train.batch_size", "2")
+    two, one, done = two_and_one(tiny_llama_dir, tmp_path, common, ("--train.compile", "true"))
+    assert "compile: 2 decoder layers" in done.stdout
+    assert [r["loss"] for r in metrics(two)] == pytest.approx([r["loss"] for r in metrics(one)], rel=1e-4)
+    for k, v in adapter_tensors(one / "adapter").items():
+        torch.testing.assert_close(adapter_tensors(two / "adapter")[k], v, rtol=1e-3, atol=1e-5)
