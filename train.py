@@ -476,7 +476,7 @@ def compile_decoder_layers(model: nn.Module, **options: Any) -> int:
     they are, with no graph break.
 
     Per layer, not the whole model: the layers run the same code, so one compilation serves
-    all of them (about a minute on the 8B shape), and the loss, head and embeddings stay eager.
+    all of them (one compile, not 32, on the 8B shape), and the loss, head and embeddings stay eager.
     `Module.compile` keeps parameter names, so lora_layers, save_adapter and checkpoints see
     the plain model. It composes with CudaGraphLoss (the compiled kernels are captured like any
     others; compilation happens in its warm-up) and with gradient checkpointing. A new batch
