@@ -28,7 +28,9 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return layers
 
 
-def _matches(name: str, targets: tuple[str, ...] | str, head: str | None) -> bool:
+def matches_target(name: str, targets: tuple[str, ...] | list[str] | str, head: str | None) -> bool:
+    """Whether LoRAConfig.target_modules names the module `name`: "all-linear" (all but the output
+    head `head`), a regex matched against the whole qualified name, or names matched as dotted suffixes."""
     if targets == "all-linear":
         return name != head
     if isinstance(targets, str):
@@ -36,7 +38,8 @@ def _matches(name: str, targets: tuple[str, ...] | str, head: str | None) -> boo
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def _output_head_name(model: nn.Module) -> str | None:
+def output_head_name(model: nn.Module) -> str | None:
+    """The qualified name of the model's output head (get_output_embeddings), or None."""
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
     return next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
@@ -65,10 +68,10 @@ def inject_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]
     config = config or LoRAConfig()
     if lora_layers(model):
         raise ValueError("model already has LoRA layers: call unload_lora or merge_lora before injecting again")
-    head = _output_head_name(model)
+    head = output_head_name(model)
     names = []
     for name, module in model.named_modules():
-        if not name or not _matches(name, config.target_modules, head):
+        if not name or not matches_target(name, config.target_modules, head):
             continue
         if isinstance(module, nn.Linear):
             names.append(name)

@@ -1,7 +1,6 @@
 """Find the projection layers LoRA will wrap, and say clearly when a model has none of them."""
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from torch import nn
@@ -25,14 +24,11 @@ def check_projections(model: nn.Module, targets: Sequence[str] | str = ATTENTION
     or a regex matched against whole qualified names -- the three forms LoRAConfig.target_modules
     takes, with lora.inject's meaning.
     """
+    from lora.inject import matches_target, output_head_name  # the one definition of what a target names
+
     names = linear_names(model)
-    if targets == "all-linear":  # peft's meaning: every linear except the output head
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        found = [n for n in names if model.get_submodule(n) is not head]
-    elif isinstance(targets, str):
-        found = [n for n in names if re.fullmatch(targets, n)]
-    else:
-        found = [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
+    head = output_head_name(model)
+    found = [n for n in names if matches_target(n, targets, head)]
     if not found:
         leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
         raise ModelError(f"{type(model).__name__} has no Linear layers matching {targets!r}; its Linear layer "
