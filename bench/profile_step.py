@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.llama8b import build_llama_4bit, completion_batch  # noqa: E402
-from bench.train_speed import SEQ, pricer_stack, reference_stack  # noqa: E402
+from bench.train_speed import SEQ, plain_loop, pricer_stack, reference_stack  # noqa: E402
 
 CATEGORIES = (("dequantize", ("dequant",)), ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "sm90_", "wgmma")),
               ("fused (inductor)", ("triton_",)),
@@ -33,29 +33,18 @@ def category(kernel: str) -> str:
 
 
 def profile(stack: str, batch: int, steps: int) -> dict:
-    import bitsandbytes as bnb
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     lm = build_llama_4bit()
-    model, loss_fn = (reference_stack(lm) if stack == "reference"
-                      else pricer_stack(lm, graphs=False, compile=stack == "compiled"))
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001)
+    step = plain_loop(*(reference_stack(lm) if stack == "reference"
+                        else pricer_stack(lm, graphs=False, compile=stack == "compiled")))
     ids, labels = completion_batch(batch, SEQ)
-
-    def step():
-        loss_fn(ids, labels).backward()
-        torch.nn.utils.clip_grad_norm_(params, 0.3)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
     for _ in range(2):
-        step()
+        step(ids, labels)
     torch.cuda.synchronize()
     with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
-            step()
+            step(ids, labels)
         torch.cuda.synchronize()
     kernels: dict[str, float] = {}
     for evt in prof.events():

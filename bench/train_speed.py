@@ -76,29 +76,37 @@ def pricer_stack(lm, dropout=LORA["dropout"], graphs=True, compile=False):
     return lm, loss_fn
 
 
-def one_cell(stack: str, batch: int, checkpointing: bool, steps: int = 10, warmup: int = 3) -> dict:
-    """Time `steps` optimizer steps of one stack at one batch size; peak memory over the whole process."""
+def plain_loop(model, loss_fn):
+    """The issue's loop around either stack: paged AdamW 32-bit, clipping 0.3; returns step(ids, labels) -> loss."""
     import bitsandbytes as bnb
 
-    torch.cuda.reset_peak_memory_stats()
-    lm = build_llama_4bit()
-    if checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model, loss_fn = reference_stack(lm) if stack == "reference" else pricer_stack(lm, compile=stack == "compiled")
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001)
-    batches = [completion_batch(batch, SEQ, seed=s) for s in range(4)]
-    for i in range(warmup + steps):
-        if i == warmup:
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        ids, labels = batches[i % len(batches)]
+
+    def step(ids, labels):
         loss = loss_fn(ids, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.3)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss
+    return step
+
+
+def one_cell(stack: str, batch: int, checkpointing: bool, steps: int = 10, warmup: int = 3) -> dict:
+    """Time `steps` optimizer steps of one stack at one batch size; peak memory over the whole process."""
+    torch.cuda.reset_peak_memory_stats()
+    lm = build_llama_4bit()
+    if checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    step = plain_loop(*(reference_stack(lm) if stack == "reference" else pricer_stack(lm, compile=stack == "compiled")))
+    batches = [completion_batch(batch, SEQ, seed=s) for s in range(4)]
+    for i in range(warmup + steps):
+        if i == warmup:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        loss = step(*batches[i % len(batches)])
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     return dict(stack=stack, batch=batch, checkpointing=checkpointing, tokens_per_s=round(batch * SEQ * steps / dt),
@@ -108,8 +116,6 @@ def one_cell(stack: str, batch: int, checkpointing: bool, steps: int = 10, warmu
 
 def parity(steps: int = 20) -> dict:
     """Losses of both stacks from the same initial adapter and batches (dropout 0, so they are deterministic)."""
-    import bitsandbytes as bnb
-
     batches = [completion_batch(4, SEQ, seed=100 + s) for s in range(steps)]
 
     def run(stack, init=None, graphs=True, compile=False):
@@ -126,18 +132,9 @@ def parity(steps: int = 20) -> dict:
             with torch.no_grad():
                 for k, p in lora.items():
                     p.copy_(init[k])
-        model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001)
-        losses = []
-        for ids, labels in batches:
-            loss = loss_fn(ids, labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 0.3)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
-        del model, opt, lm
+        step = plain_loop(model, loss_fn)
+        losses = [float(step(ids, labels)) for ids, labels in batches]
+        del model, step, lm
         gc.collect()
         torch.cuda.empty_cache()
         return losses, init
