@@ -59,6 +59,14 @@ def _train_tokenizer(numbers: str):
     )
 
 
+def reset_accelerate() -> None:
+    """Forget accelerate's process-wide state: each train() builds its own Accelerator."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 WORDS = "steel guitar drill desk filter blocks software cordless acoustic office bronze charger".split()
 
 

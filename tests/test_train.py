@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
+from conftest import reset_accelerate
 from data import CompletionCollator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,10 +27,7 @@ TINY = REPO / "configs" / "tiny.yaml"
 def _fresh_accelerate_state():
     """Each train() builds its own Accelerator; accelerate keeps global state between them."""
     yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate()
 
 
 def tiny_args(tiny_llama_dir, out: Path, *extra: str) -> list[str]:
@@ -392,8 +390,6 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_llama_d
 def test_four_bit_base_trains_the_same_with_checkpointing_and_with_validation(tiny_llama_dir, tmp_path):
     # Validation runs the 4-bit base in eval mode without grad, which on CPU makes bitsandbytes
     # repack weights for a kernel with no backward; training must not be changed by it.
-    from accelerate.state import AcceleratorState
-
     runs = {}
     for name, extra in {"plain": (), "checkpointing": ("--train.gradient_checkpointing", "true"),
                         "validating": ("--train.eval_every", "1", "--train.eval_batches", "1")}.items():
@@ -401,7 +397,7 @@ def test_four_bit_base_trains_the_same_with_checkpointing_and_with_validation(ti
         train.train(tiny_cfg(tiny_llama_dir, out, "--model.bits", "4", "--train.max_steps", "4",
                              "--train.loraplus_ratio", "16", *extra))
         runs[name] = [r["loss"] for r in metrics(out)]
-        AcceleratorState._reset_state(reset_partial_state=True)
+        reset_accelerate()
     assert len(runs["plain"]) == 4 and all(math.isfinite(x) for x in runs["plain"])
     assert runs["checkpointing"] == pytest.approx(runs["plain"], rel=1e-5)
     assert runs["validating"] == pytest.approx(runs["plain"], rel=1e-5)
@@ -497,10 +493,7 @@ def test_two_processes_match_one_process_with_double_accumulation(tiny_llama_dir
     for k, v in adapter_tensors(one / "adapter").items():
         torch.testing.assert_close(adapter_tensors(two / "adapter")[k], v, rtol=1e-5, atol=1e-6)
 
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate()
     train.train(tiny_cfg(tiny_llama_dir, two, *common, "--train.grad_accum", "1"),
                 resume=str(two / "checkpoints" / "step-3"))
     assert [r["loss"] for r in metrics(two)] == pytest.approx([r["loss"] for r in metrics(one)], rel=1e-5)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train
+from conftest import reset_accelerate
 from data import CompletionCollator
 from lora import LoRAConfig, inject_lora, lora_layers
 from quant import load_base_model
@@ -28,10 +29,7 @@ def _fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate()
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +115,7 @@ def test_train_compile_matches_an_eager_run(tiny_llama_dir, tmp_path):
                                    "--train.eval_batches", "1", "--train.price_eval_items", "2",
                                    "--train.compile", compile_])
         adapter = train.train(cfg)
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state(reset_partial_state=True)
+        reset_accelerate()
         runs[name] = ([json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()],
                       load_file(adapter / "adapter_model.safetensors"))
     (eager, eager_adapter), (compiled, compiled_adapter) = runs["eager"], runs["compiled"]
