@@ -4,15 +4,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from utils.atomic import write_files
 
 from .config import AdapterError, LoRAConfig
 from .inject import inject_lora, lora_layers, unload_lora
@@ -38,23 +37,6 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in _lora_params(model).items()}
 
 
-def _write_folder(path: Path, files: dict[str, Callable[[Path], None]]) -> None:
-    """Write files into a temp folder beside path, then move them in (each file replaced atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        for name, write in files.items():
-            write(tmp / name)
-        if not path.exists():
-            os.replace(tmp, path)
-            return
-        # An existing folder may hold other run outputs: keep them, swap only our files.
-        for name in files:
-            os.replace(tmp / name, path / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def save_adapter(model: nn.Module, path: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
     """Write the model's adapter to path as peft does, so PeftModel.from_pretrained loads it."""
     layers = lora_layers(model)
@@ -72,7 +54,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, base_model_name_or_p
         p.write_text(json.dumps(peft_config, indent=2) + "\n")
 
     path = Path(path)
-    _write_folder(path, {WEIGHTS_NAME: lambda p: save_file(state, p, metadata={"format": "pt"}),
+    write_files(path, {WEIGHTS_NAME: lambda p: save_file(state, p, metadata={"format": "pt"}),
                          CONFIG_NAME: write_config})
     return path
 

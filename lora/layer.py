@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.compat import unpack_cpu_4bit
+
 
 def dequantized_weight(base: nn.Linear) -> torch.Tensor:
     """The base layer's weight as a dense (out, in) tensor: as is for nn.Linear, dequantized for bitsandbytes."""
@@ -15,11 +17,7 @@ def dequantized_weight(base: nn.Linear) -> torch.Tensor:
     if kind == "Params4bit":
         import bitsandbytes.functional as bnbF
 
-        data, state = weight.data, weight.quant_state
-        if getattr(state, "packing_format_for_cpu", False):
-            # bitsandbytes repacks 4-bit weights for AVX512 CPU inference; undo it on a copy.
-            data, state = bnbF._convert_weight_packed_for_cpu_inverse(data, state)
-        return bnbF.dequantize_4bit(data, state)
+        return bnbF.dequantize_4bit(*unpack_cpu_4bit(weight))
     if kind == "Int8Params":
         import bitsandbytes.functional as bnbF
 

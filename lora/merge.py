@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
+
+from utils.atomic import atomic_folder
+from utils.compat import non_persistent_buffers
 
 from .inject import _replace, lora_layers
 from .layer import LoRALinear, dequantized_weight
@@ -81,7 +82,7 @@ def _dense_state_dict(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.T
         else:
             tensors.update(module.named_parameters(recurse=False))
             tensors.update((n, b) for n, b in module.named_buffers(recurse=False)
-                           if n not in module._non_persistent_buffers_set)
+                           if n not in non_persistent_buffers(module))
         for key, t in tensors.items():
             if t is None:
                 continue
@@ -112,9 +113,7 @@ def export_merged(model: nn.Module, tokenizer, path: str | os.PathLike, dtype: t
         if hasattr(config, attr):
             delattr(config, attr)
     config.dtype = dtype
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path, replace=path.exists()) as tmp:
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         config.save_pretrained(tmp)
         generation = getattr(model, "generation_config", None)
@@ -122,10 +121,4 @@ def export_merged(model: nn.Module, tokenizer, path: str | os.PathLike, dtype: t
             generation.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if path.exists():
-            path.rmdir()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

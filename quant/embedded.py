@@ -29,6 +29,7 @@ import zipfile
 from pathlib import Path
 
 from quant.exceptions import ModelError
+from utils.compat import forget_gguf_quantization
 
 EMBEDDED_NAMES = ("smollm2-135m", "smollm2-135m-instruct", "smollm2")
 FOLDER_NAME = "smollm2-135m-instruct"
@@ -108,10 +109,7 @@ def _convert(gguf_path: Path, out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
     # A GGUF-loaded model carries a GGUF quantizer and refuses save_pretrained; its weights are
     # already de-quantized, so the model is an ordinary fp32 model once those markers are gone.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config._model_name_or_path = HUB_ID  # GGUF's general.name is a training-run label
+    forget_gguf_quantization(model, HUB_ID)  # GGUF's general.name is a training-run label
     tokenizer.model_max_length = model.config.max_position_embeddings  # GGUF leaves it "unlimited"
     _align_special_tokens(tokenizer, model)
     model.to(torch.bfloat16)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from quant.memory import quantized_linear_types
+from utils.compat import disable_cpu_4bit_repacking
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -66,9 +67,7 @@ def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool = F
     # time the layer runs in eval mode without grad (a validation pass) and keeps it so; that
     # kernel has no backward, so every later training step would silently lose the gradient
     # through the base layers. A model prepared for training keeps the trainable layout.
-    for module in model.modules():
-        if getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
+    disable_cpu_4bit_repacking(model)
     model.config.use_cache = False
     return model
 

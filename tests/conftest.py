@@ -1,70 +1,12 @@
-"""Shared fixtures: tiny random Llama models and tokenizers built in code (no download).
-
-`build_tiny_llama(path, numbers=...)` writes a real checkpoint folder (safetensors weights,
-config.json, tokenizer files) that every loader in pricer reads like a hub model:
-- numbers="digits": every digit is its own token, like SmolLM2's tokenizer;
-- numbers="triples": 0-999 are single tokens and longer numbers split into 1-3 digit
-  groups, like Llama 3's.
-The model has Llama's real module names (q/k/v/o_proj, gate/up/down_proj), GQA (4 query
-heads, 2 key/value heads) and untied embeddings, so code written for Llama 3.1 8B runs on it.
-"""
+"""Shared fixtures: tiny random Llama models (quant.tiny builds them in code), data files, the embedded model."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-CORPUS = [
-    "How much does this cost to the nearest dollar?",
-    "Price is $12.00", "Price is $999.00", "Price is $0.99",
-    "Stainless steel refrigerator water filter replacement, fits most models.",
-    "Acoustic guitar strings, phosphor bronze, light gauge, three pack.",
-    "Cordless drill with two batteries, charger and carrying case.",
-    "Kids toy building blocks set, 500 pieces, compatible with major brands.",
-    "Office desk organizer with drawers, black mesh metal.",
-    "Software license for photo editing, one user, download.",
-    "Dimensions 10 x 4 x 3 inches; weight 2.5 pounds; manufacturer Acme.",
-    "The quick brown fox jumps over the lazy dog. Brand new, sealed box.",
-]
-
-
-def _train_tokenizer(numbers: str):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS * 4, trainer)
-    if numbers == "triples":
-        # Added tokens are matched leftmost-longest before pre-tokenization: "1234" -> "123" "4".
-        from tokenizers import AddedToken
-        tok.add_tokens([AddedToken(str(i), normalized=False) for i in range(1000)])
-    elif numbers != "digits":
-        raise ValueError(f"numbers must be 'digits' or 'triples', not {numbers!r}")
-    bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-
-
-def reset_accelerate() -> None:
-    """Forget accelerate's process-wide state: each train() builds its own Accelerator."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+from quant.tiny import build_tiny_llama
 
 
 WORDS = "steel guitar drill desk filter blocks software cordless acoustic office bronze charger".split()
@@ -81,31 +23,6 @@ def write_items(path: Path, n: int, seed: int, noun: str, max_words: int, price)
             title = f"{rng.choice(WORDS).title()} {rng.choice(WORDS)} {noun} {i}"
             text = title + "\n" + " ".join(rng.choices(WORDS, k=rng.randint(8, max_words)))
             f.write(json.dumps({"title": title, "text": text, "price": round(price(rng), 2)}) + "\n")
-    return path
-
-
-def build_tiny_llama(path: str | os.PathLike, numbers: str = "digits", seed: int = 0,
-                     hidden: int = 64, layers: int = 2) -> Path:
-    """Write a tiny random Llama checkpoint (model + tokenizer) to `path` and return it."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    path = Path(path)
-    tokenizer = _train_tokenizer(numbers)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    # Random init leaves tiny weights; widen them a little so outputs are not all ~equal.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.05)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
     return path
 
 

@@ -11,7 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import evaluate as ev
-from conftest import build_tiny_llama, write_items
+from conftest import write_items
+from quant.tiny import build_tiny_llama
 import data
 from data import load_items, split_items
 from lora import LoRAConfig, inject_lora, lora_layers, save_adapter

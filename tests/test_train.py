@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from conftest import reset_accelerate
+from utils.compat import reset_accelerate
 from data import CompletionCollator
 
 REPO = Path(__file__).resolve().parent.parent

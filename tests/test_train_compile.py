@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import train
-from conftest import reset_accelerate
+from utils.compat import reset_accelerate
 from data import CompletionCollator
 from lora import LoRAConfig, inject_lora, lora_layers
 from quant import load_base_model
@@ -35,7 +35,7 @@ def _fresh_dynamo():
 @pytest.fixture(scope="module")
 def four_layer_dir(tmp_path_factory) -> Path:
     """The tiny Llama with 4 layers, so that sharing one compiled graph across layers shows."""
-    from conftest import build_tiny_llama
+    from quant.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-4"), layers=4)
 
