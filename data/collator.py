@@ -30,12 +30,19 @@ import torch
 
 from data.items import DataError
 
+IGNORE_INDEX = -100  # the label of a position the loss skips (PyTorch's cross_entropy default)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id used for padding: the tokenizer's pad token, else its EOS (Llama 3 has no pad token)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
 
 class CompletionCollator:
     """Collate {"prompt", "completion"} dicts into right-padded tensors with completion-only labels."""
 
     def __init__(self, tokenizer: Any, max_length: int = 182, pad_to_multiple_of: int | None = None,
-                 label_pad: int = -100):
+                 label_pad: int = IGNORE_INDEX):
         if tokenizer.eos_token_id is None:
             raise DataError("the tokenizer has no eos token; set tokenizer.eos_token before collating")
         self.tokenizer = tokenizer
@@ -43,7 +50,7 @@ class CompletionCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.label_pad = label_pad
         self.eos_id = tokenizer.eos_token_id
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.pad_id = pad_token_id(tokenizer)
         self.lead = _leading_special_count(tokenizer)
         self.truncated = 0
 
