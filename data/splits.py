@@ -89,6 +89,14 @@ class Splits:
     def __iter__(self) -> Iterator[list[Item]]:
         return iter((self.train, self.val, self.test))
 
+    def fingerprint(self, trained: list[Item] | None = None) -> dict:
+        """{"items", "split"}: how many items the splits hold, and a hash of the items trained on
+        (`trained`, default the train split) with their prices: what a resumed run must match."""
+        digest = hashlib.sha256()
+        for item in trained if trained is not None else self.train:
+            digest.update(f"{dedup_key(item)}\0{item.price!r}\n".encode())
+        return {"items": len(self.train) + len(self.val) + len(self.test), "split": digest.hexdigest()[:16]}
+
     def summary(self) -> str:
         """Sizes in one line."""
         return (f"train {len(self.train):,}, val {len(self.val):,}, test {len(self.test):,} "

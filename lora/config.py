@@ -11,7 +11,7 @@ INITS = ("kaiming", "gaussian")
 
 
 class AdapterError(ValueError):
-    """An adapter on disk that cannot be used with this model (one line: what is wrong, what to do)."""
+    """An adapter, on disk or in a model, that cannot be used as it is (one line: what is wrong, what to do)."""
 
 
 # Every field peft 0.21 writes to adapter_config.json, at the value that means "feature off".

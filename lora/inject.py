@@ -7,14 +7,10 @@ import re
 
 from torch import nn
 
-from .config import LoRAConfig
-from .layer import LoRALinear
+from .config import AdapterError, LoRAConfig
+from .layer import LoRALinear, unwrapped_name
 
 log = logging.getLogger(__name__)
-
-
-# Wrappers that insert a level into module names: FSDP units and activation checkpointing.
-_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
@@ -22,9 +18,7 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     layers = {}
     for name, m in model.named_modules():
         if isinstance(m, LoRALinear):
-            for prefix in _WRAPPER_PREFIXES:
-                name = name.replace(prefix, "")
-            layers[name] = m
+            layers[unwrapped_name(name)] = m
     return layers
 
 
@@ -63,8 +57,12 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def inject_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
-    """Wrap the linear layers config.target_modules names in LoRALinear, freeze all else; return the names."""
+def inject_lora(model: nn.Module, config: LoRAConfig | None = None,
+                layer_class: type[LoRALinear] = LoRALinear) -> list[str]:
+    """Wrap the linear layers config.target_modules names in `layer_class`, freeze all else; return the names.
+
+    `layer_class` is the seam for trying a LoRALinear variant (a subclass) without editing layer.py.
+    """
     config = config or LoRAConfig()
     if lora_layers(model):
         raise ValueError("model already has LoRA layers: call unload_lora or merge_lora before injecting again")
@@ -85,7 +83,7 @@ def inject_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]
         p.requires_grad_(False)
     for name in names:
         base = model.get_submodule(name)
-        layer = LoRALinear(base, r=config.r, alpha=config.alpha, dropout=config.dropout,
+        layer = layer_class(base, r=config.r, alpha=config.alpha, dropout=config.dropout,
                            use_rslora=config.use_rslora, use_dora=config.use_dora, init=config.init)
         _replace(model, name, layer.train(base.training))  # an eval model must not start dropping out
     if config.base_model_name_or_path is None:
@@ -98,14 +96,27 @@ def inject_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]
 
 
 def lora_parameters(model: nn.Module, split: bool = False) -> list[nn.Parameter] | tuple[list, list]:
-    """All LoRA parameters, or (A-side incl. DoRA magnitude, B-side) for LoRA+ learning rates."""
+    """Every adapter parameter (LoRALinear.adapter_parameters of each layer), or (others, B-side) for LoRA+."""
     a_side, b_side = [], []
     for layer in lora_layers(model).values():
-        a_side.append(layer.lora_A.weight)
-        if layer.lora_magnitude_vector is not None:
-            a_side.append(layer.lora_magnitude_vector)
-        b_side.append(layer.lora_B.weight)
+        for name, p in layer.adapter_parameters().items():
+            (b_side if name.startswith("lora_B") else a_side).append(p)
     return (a_side, b_side) if split else a_side + b_side
+
+
+def check_trainable(model: nn.Module) -> None:
+    """Raise AdapterError unless the parameters requiring grad are exactly the adapter parameters.
+
+    A trainable parameter outside that list would get gradients but never be stepped, clipped,
+    all-reduced or saved; one inside it that is frozen would silently stay at its initial value.
+    """
+    adapter = {id(p) for p in lora_parameters(model)}
+    for name, p in model.named_parameters():
+        if p.requires_grad and id(p) not in adapter:
+            raise AdapterError(f"{name} requires grad but is not an adapter parameter (LoRALinear.adapter_parameters): "
+                             "freeze it, or make it part of a LoRALinear")
+        if not p.requires_grad and id(p) in adapter:
+            raise AdapterError(f"adapter parameter {name} is frozen (requires_grad False): it would never train")
 
 
 def unload_lora(model: nn.Module) -> nn.Module:

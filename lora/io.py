@@ -15,6 +15,7 @@ from utils.atomic import write_files
 
 from .config import AdapterError, LoRAConfig
 from .inject import inject_lora, lora_layers, unload_lora
+from .layer import LoRALinear
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -22,19 +23,15 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."
 
 
-def _lora_params(model: nn.Module) -> dict[str, nn.Parameter]:
-    params = {}
-    for name, layer in lora_layers(model).items():
-        params[f"{PREFIX}{name}.lora_A.weight"] = layer.lora_A.weight
-        params[f"{PREFIX}{name}.lora_B.weight"] = layer.lora_B.weight
-        if layer.lora_magnitude_vector is not None:
-            params[f"{PREFIX}{name}.lora_magnitude_vector"] = layer.lora_magnitude_vector
-    return params
+def adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The adapter parameters under peft's keys (base_model.model.<layer>.lora_A.weight, ...)."""
+    return {f"{PREFIX}{name}.{key}": p for name, layer in lora_layers(model).items()
+            for key, p in layer.adapter_parameters().items()}
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The LoRA weights under peft's keys (...q_proj.lora_A.weight, ...lora_B.weight, ...lora_magnitude_vector)."""
-    return {k: v.detach().contiguous().cpu() for k, v in _lora_params(model).items()}
+    return {k: v.detach().contiguous().cpu() for k, v in adapter_params(model).items()}
 
 
 def save_adapter(model: nn.Module, path: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
@@ -59,7 +56,8 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, base_model_name_or_p
     return path
 
 
-def _read(path: Path) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
+def read_adapter(path: Path) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
+    """(config, tensors) of an adapter folder, checked but not applied; one-line AdapterError when unusable."""
     if not path.is_dir():
         raise FileNotFoundError(f"no adapter folder at {path}: pass the folder save_adapter wrote")
     if not (path / CONFIG_NAME).is_file():
@@ -94,18 +92,18 @@ def _shape_error(model: nn.Module, key: str, got: tuple, want: tuple, r: int) ->
                         "load it on the base it was trained on")
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike) -> LoRAConfig:
-    """Inject LoRA as the adapter's config says and load its weights; one-line AdapterError on any mismatch."""
+def load_adapter(model: nn.Module, path: str | os.PathLike, layer_class: type[LoRALinear] = LoRALinear) -> LoRAConfig:
+    """Inject LoRA (`layer_class`) as the adapter's config says and load its weights; one-line AdapterError on any mismatch."""
     path = Path(path)
-    config, tensors = _read(path)
+    config, tensors = read_adapter(path)
     try:
-        inject_lora(model, config)
+        inject_lora(model, config, layer_class)
     except ValueError as e:
         if lora_layers(model):
             raise
         raise AdapterError(f"adapter does not fit this base: {e}") from None
     try:
-        expected = _lora_params(model)
+        expected = adapter_params(model)
         for key, param in expected.items():
             if key not in tensors:
                 raise AdapterError(f"adapter file lacks {key}, which this base needs: it was trained on another base "

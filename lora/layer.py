@@ -9,6 +9,16 @@ from torch import nn
 
 from utils.compat import unpack_cpu_4bit
 
+# Wrappers that insert a level into module names: FSDP units and activation checkpointing.
+WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def unwrapped_name(name: str) -> str:
+    """A qualified module or parameter name with wrapper levels (FSDP, checkpointing) left out."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
 
 def dequantized_weight(base: nn.Linear) -> torch.Tensor:
     """The base layer's weight as a dense (out, in) tensor: as is for nn.Linear, dequantized for bitsandbytes."""
@@ -81,6 +91,16 @@ class LoRALinear(nn.Module):
     def bias(self) -> torch.Tensor | None:
         """The base layer's bias."""
         return self.base_layer.bias
+
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """The one list of this layer's trainable parameters, by name under the layer (peft's keys).
+
+        Everything the layer holds outside `base_layer`: lora_A.weight, lora_B.weight and, with
+        DoRA, lora_magnitude_vector. A parameter added to this class (or a subclass) joins the
+        list by itself, so it is trained, clipped, all-reduced, saved and loaded with no other
+        edit. Names starting with "lora_B" get LoRA+'s learning rate; all others the base lr.
+        """
+        return {unwrapped_name(name): p for name, p in self.named_parameters() if not name.startswith("base_layer.")}
 
     def delta_weight(self) -> torch.Tensor:
         """s * B @ A, the (out, in) update LoRA adds to W."""

@@ -1,10 +1,11 @@
-"""The fixed-shape loss that CUDA graphs capture equals train.py's eager completion loss."""
+"""training.speed: the fixed-shape loss that CUDA graphs capture equals the eager completion loss."""
 import pytest
 import torch
 
 from data import CompletionCollator
 from lora import LoRAConfig, inject_lora
-from train import CompletionLossModel, CudaGraphLoss, StaticCompletionLoss, completion_loss_sum
+from training.loss import CompletionLossModel, StaticCompletionLoss, completion_loss_sum
+from training.speed import CudaGraphLoss
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -90,7 +91,7 @@ def test_graphed_gradients_accumulate_over_micro_batches(tiny_llama, tiny_tokeni
 def test_compiled_layers_inside_cuda_graphs_keep_gradients_and_fresh_dropout(tiny_llama, tiny_tokenizer):
     """train.compile + train.cuda_graphs: the captured Triton kernels give eager's gradients,
     and the captured dropout draws a new mask on every replay (its seeds are not baked in)."""
-    from train import compile_decoder_layers
+    from training.speed import compile_decoder_layers
 
     torch._dynamo.reset()
     model = tiny_llama.cuda()

@@ -1,4 +1,4 @@
-"""train.compile: torch.compile of each decoder layer gives the eager model's numbers.
+"""training.speed.compile_decoder_layers (train.compile): compiled decoder layers give eager's numbers.
 
 The cheap checks trace with backend="aot_eager" (dynamo + autograd tracing, eager kernels), so
 results must equal eager exactly; one end-to-end run uses the real backend (inductor, which
@@ -13,10 +13,12 @@ import pytest
 import torch
 
 import train
-from utils.compat import reset_accelerate
 from data import CompletionCollator
 from lora import LoRAConfig, inject_lora, lora_layers
-from quant import load_base_model
+from quant import load_base_model, prepare_for_kbit_training
+from training.loss import completion_loss_sum
+from training.speed import compile_decoder_layers
+from utils.compat import reset_accelerate
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = [{"prompt": "How much does this cost?\n\nA cordless drill\n\nPrice is $", "completion": "129.00"},
@@ -42,7 +44,7 @@ def four_layer_dir(tmp_path_factory) -> Path:
 
 def _four_bit_lora(path, dropout=0.0, compute_dtype="bfloat16"):
     model, tokenizer = load_base_model(str(path), bits=4, compute_dtype=compute_dtype, device="cpu", verbose=False)
-    train.prepare_for_kbit_training(model)
+    prepare_for_kbit_training(model)
     torch.manual_seed(0)
     inject_lora(model, LoRAConfig(r=4, alpha=8, dropout=dropout))
     for name, p in model.named_parameters():
@@ -53,7 +55,7 @@ def _four_bit_lora(path, dropout=0.0, compute_dtype="bfloat16"):
 
 def _loss_and_grads(model, batch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, n = train.completion_loss_sum(model, batch)
+        loss, n = completion_loss_sum(model, batch)
     (loss / n).backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
     model.zero_grad(set_to_none=True)
@@ -72,7 +74,7 @@ def test_compiled_layers_trace_the_4bit_lora_model_without_breaks_and_keep_its_n
     names, layers = list(model.state_dict()), list(lora_layers(model))
 
     counters.clear()
-    assert train.compile_decoder_layers(model, backend="aot_eager") == model.config.num_hidden_layers
+    assert compile_decoder_layers(model, backend="aot_eager") == model.config.num_hidden_layers
     for _ in range(2):
         loss, grads = _loss_and_grads(model, batch)
         assert loss == eager_loss
@@ -94,7 +96,7 @@ def test_compiled_dropout_draws_fresh_masks_and_is_off_in_eval(tiny_llama_dir):
     ids = CompletionCollator(tokenizer, max_length=64)(EXAMPLES)["input_ids"]
     with torch.no_grad():
         reference = model.eval()(ids).logits
-        train.compile_decoder_layers(model)  # inductor: its own random-number kernels
+        compile_decoder_layers(model)  # inductor: its own random-number kernels
         torch.testing.assert_close(model(ids).logits, reference, rtol=1e-4, atol=1e-5)
         model.train()
         first, second = model(ids).logits, model(ids).logits

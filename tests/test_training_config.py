@@ -1,0 +1,99 @@
+"""training.config and training.parse: typed YAML + overrides, presets, one-line errors, --help."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import train
+from lora import LoRAConfig
+from train_runs import REPO, TINY
+from training import config as config_module
+from training.parse import keys_help, load_config
+
+
+def test_config_yaml_and_cli_overrides_are_typed(tmp_path):
+    cfg, options = train.parse_args(["--config", str(TINY), "--train.lr", "2e-4", "--train.max_steps=null",
+                                     "--lora.target_modules", "q_proj,v_proj", "--train.group_by_length", "yes",
+                                     "--data.limit", "50", "--output_dir", str(tmp_path), "--resume", "latest"])
+    assert cfg.train.lr == 2e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.train.max_steps is None and cfg.train.group_by_length is True
+    assert cfg.lora.target_modules == ["q_proj", "v_proj"] and cfg.data.limit == 50
+    assert cfg.lora.alpha == 8.0 and cfg.model.bits == 16  # from the YAML
+    assert options.resume == "latest" and options.overwrite is False
+    assert train.parse_args(["--lora.target_modules", "all-linear"])[0].lora.target_modules == "all-linear"
+    # The saved resolved config loads back to the same config.
+    path = tmp_path / "c.yaml"
+    path.write_text(train.config_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "configs").glob("*.yaml")
+                                           if not p.name.startswith("accelerate")))
+def test_presets_load(preset):
+    cfg = load_config(REPO / "configs" / preset)
+    if preset == "llama31-8b.yaml":  # the course recipe, exactly
+        assert (cfg.model.name, cfg.model.bits, cfg.model.quant_type, cfg.model.double_quant,
+                cfg.model.compute_dtype) == ("meta-llama/Llama-3.1-8B", 4, "nf4", True, "bfloat16")
+        assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (32, 64.0, 0.1)
+        assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+        t = cfg.train
+        assert (t.epochs, t.batch_size, t.lr, t.schedule, t.warmup_ratio, t.optimizer, t.max_grad_norm,
+                t.weight_decay, t.save_every) == (1, 4, 1e-4, "cosine", 0.03, "paged_adamw_32bit", 0.3, 0.001, 2000)
+        assert cfg.data.max_length == 182
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--train.lrr", "1"], "unknown key 'train.lrr'; valid keys in train: epochs, max_steps, batch_size"),
+    (["--trian.lr", "1"], "unknown section 'trian'; valid sections: model, lora, data, train, log"),
+    (["--train.batch_size", "four"], "train.batch_size must be an integer, got 'four'"),
+    (["--train.schedule", "step"], "train.schedule must be one of cosine, linear, constant, got 'step'"),
+    (["--lora.r", "0"], "lora: LoRA rank r must be a positive integer, got 0"),
+    (["--lora.dropout", "1"], "lora: "),
+])
+def test_bad_config_fails_with_one_line_listing_valid_keys(argv, message, capsys):
+    assert train.main(["--config", str(TINY), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_unknown_key_in_yaml_fails(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: 1e-3\n  warmpu_ratio: 0.1\n")
+    assert train.main(["--config", str(bad)]) == 2
+    assert "valid keys in train:" in capsys.readouterr().err
+    with pytest.raises(train.ConfigError, match="warmpu_ratio"):
+        load_config(bad)
+
+
+def test_yaml_no_and_a_bare_target_name_mean_what_they_say(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train:\n  mixed_precision: no\nlora:\n  target_modules: v_proj\n")
+    cfg = load_config(cfg_file)
+    assert cfg.train.mixed_precision == "no"
+    assert list(train.lora_config_of(cfg).target_modules) == ["v_proj"]
+
+
+def test_lora_defaults_are_lora_configs():
+    """One set of LoRA defaults: the train config's lora section starts at LoRAConfig's values."""
+    section, reference = config_module.LoRASection(), LoRAConfig()
+    for f in dataclasses.fields(section):
+        want = getattr(reference, f.name)
+        got = getattr(section, f.name)
+        assert (tuple(got) if isinstance(got, list) else got) == want, f.name
+    assert train.lora_config_of(config_module.Config()) == dataclasses.replace(
+        reference, base_model_name_or_path=config_module.ModelConfig().name)
+
+
+def test_help_lists_every_key_with_type_default_and_description(capsys):
+    text = keys_help()
+    for section, cls in config_module.sections().items():
+        for f in dataclasses.fields(cls):
+            assert f"--{section}.{f.name} (" in text, f.name
+            assert f.metadata.get("help"), f"{section}.{f.name} has no description"
+    assert "--train.lr (float in (0, inf); default 0.0001)" in text
+    assert "--output_dir (str; default 'runs/train')" in text
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_args(["--help"])
+    assert exit_.value.code == 0
+    assert "--train.max_grad_norm" in capsys.readouterr().out

@@ -1,0 +1,225 @@
+"""Checkpoints: written atomically, read without unpickling, checked before a run resumes from one.
+
+    <output_dir>/checkpoints/step-N/
+        adapter/                 the LoRA weights (peft format)
+        optimizer.pt             optimizer state (FSDP: optimizer-rank<R>.pt, one per process)
+        scheduler.pt             learning-rate schedule position
+        rng.json, rng.safetensors    every process's random-number state (training.rng)
+        trainer_state.json       step, examples seen, batch geometry, the data's fingerprint
+        config.yaml              the resolved config
+
+A checkpoint appears whole or not at all (written into .tmp-step-N, then renamed); a save that
+fails (a full disk) removes its temporary folder and says what to do. Every .pt file is read
+with `torch.load(weights_only=True)`, which refuses anything but tensors and plain containers,
+so a tampered checkpoint cannot run code. `--resume latest` takes the newest checkpoint whose
+files are all present and readable, noting each damaged one it passes over.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+
+from lora import AdapterError, save_adapter
+from lora.io import read_adapter
+from training import rng
+from training.config import Config, config_yaml
+from training.errors import ConfigError
+from training.parallel import full_adapter_parameters
+from utils.atomic import atomic_folder, public_modes
+
+STATE = "trainer_state.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read; the message names the file and what to do."""
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _steps(root: Path) -> list[Path]:
+    """checkpoints/step-N folders, oldest first."""
+    return sorted((p for p in root.glob("step-*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+
+
+def _optimizer_files(state: dict[str, Any]) -> list[str]:
+    if state.get("distributed") == "fsdp" and state.get("world_size", 1) > 1:
+        return [f"optimizer-rank{r}.pt" for r in range(state["world_size"])]
+    return ["optimizer.pt"]
+
+
+def _gather_objects(accelerator, obj: Any) -> list[Any]:
+    if accelerator.num_processes == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    return gather_object([obj])
+
+
+def save_checkpoint(accelerator, root: Path, step: int, model, optimizer, scheduler, state: dict[str, Any],
+                    cfg: Config, fsdp=None) -> Path:
+    """Write checkpoints/step-N/ atomically and keep the last train.keep_last; returns its path.
+
+    Collective: every process calls it. With FSDP every process writes its slice of the optimizer
+    state, and the adapter's units are gathered for the adapter file. CheckpointError when a
+    write fails (nothing half-written is left behind).
+    """
+    rng_states = _gather_objects(accelerator, rng.capture())
+    final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
+    sharded = fsdp is not None
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        if sharded:
+            torch.save(optimizer.state_dict(), tmp / f"optimizer-rank{accelerator.process_index}.pt")
+        with full_adapter_parameters(fsdp):
+            if accelerator.is_main_process:
+                save_adapter(model, tmp / "adapter", base_model_name_or_path=cfg.model.name)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _write_rest(tmp, final, optimizer, scheduler, rng_states, state, cfg, sharded)
+    except (OSError, SafetensorError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = _steps(root)
+        raise CheckpointError(f"could not save checkpoint {final} ({_first_line(e)}); free disk space and continue "
+                              f"with --resume latest (the last saved checkpoint is {last[-1] if last else 'none'})"
+                              ) from None
+    if accelerator.is_main_process:
+        for old in _steps(root)[:-cfg.train.keep_last]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _write_rest(tmp: Path, final: Path, optimizer, scheduler, rng_states: list, state: dict, cfg: Config,
+                sharded: bool) -> None:
+    if not sharded:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    rng.save(rng_states, tmp)
+    (tmp / "config.yaml").write_text(config_yaml(cfg))
+    (tmp / STATE).write_text(json.dumps(state, indent=2))
+    public_modes(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def _load_pt(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """torch.load(weights_only=True) with one-line CheckpointErrors naming the file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} holds objects other than tensors and numbers; refused, since loading it "
+                              f"could run code ({_first_line(e)[:120]})") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path} is damaged ({_first_line(e)[:160]})") from None
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    """trainer_state.json as a dict, or CheckpointError naming the file."""
+    path = checkpoint / STATE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: {checkpoint} is not a checkpoint folder") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is damaged ({_first_line(e)})") from None
+    need = ("step", "global_batch", "world_size")
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), int) for k in need):
+        raise CheckpointError(f"{path} lacks the integers {', '.join(need)}: it is damaged")
+    return state
+
+
+def verify(checkpoint: Path, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint's state after reading every file it needs; CheckpointError naming a bad file.
+
+    A checkpoint of other data (`fingerprint`: source, item count, split hash) is a ConfigError:
+    resuming it would silently train on something else.
+    """
+    state = read_state(checkpoint)
+    for name in _optimizer_files(state):
+        _load_pt(checkpoint / name, mmap=True)
+    _load_pt(checkpoint / "scheduler.pt")
+    try:
+        rng.load(checkpoint)
+        read_adapter(checkpoint / "adapter")
+    except (AdapterError, FileNotFoundError) as e:
+        raise CheckpointError(f"{checkpoint}: {_first_line(e)}") from None
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        raise CheckpointError(f"{checkpoint}/rng.json or rng.safetensors is damaged ({_first_line(e)})") from None
+    saved = state.get("data")
+    same = [k for k in ("items", "split")]
+    if fingerprint is not None and isinstance(saved, dict) and any(saved.get(k) != fingerprint.get(k) for k in same):
+        raise ConfigError(f"checkpoint {checkpoint} was trained on other data ({_describe(saved)}) than this run "
+                          f"has ({_describe(fingerprint)}); resume with the same data settings or start a new run")
+    return state
+
+
+def _describe(fingerprint: dict[str, Any]) -> str:
+    return f"{fingerprint.get('source')}, {fingerprint.get('items')} items, split {fingerprint.get('split')}"
+
+
+def pick_checkpoint(resume: str, output_dir: Path, fingerprint: dict[str, Any] | None = None,
+                    say=print) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint folder, its state) for --resume: 'latest' (the newest intact one) or a path (checked)."""
+    if resume != "latest":
+        return Path(resume), verify(Path(resume), fingerprint)
+    candidates = _steps(output_dir / "checkpoints")[::-1]
+    if not candidates:
+        raise CheckpointError(f"--resume latest: no checkpoint in {output_dir / 'checkpoints'}; "
+                              "start without --resume")
+    problems = []
+    for checkpoint in candidates:
+        try:
+            state = verify(checkpoint, fingerprint)
+        except CheckpointError as e:
+            problems.append(str(e))
+            say(f"note: skipping damaged checkpoint {checkpoint.name}: {e}")
+            continue
+        return checkpoint, state
+    raise CheckpointError(f"--resume latest: no intact checkpoint in {output_dir / 'checkpoints'} "
+                          f"({problems[0]}); start again without --resume")
+
+
+def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accelerator, sharded: bool,
+            seed: int) -> str:
+    """Load the optimizer, schedule and RNG states of `checkpoint` into this run; returns a note."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    # (Multi-process CPU runs name their device "cpu:0", which torch.load cannot map to.)
+    where = accelerator.device if accelerator.device.type != "cpu" else "cpu"
+    optimizer.load_state_dict(_load_pt(checkpoint / (f"optimizer-rank{rank}.pt" if sharded else "optimizer.pt"),
+                                       map_location=where))
+    scheduler.load_state_dict(_load_pt(checkpoint / "scheduler.pt"))
+    states = rng.load(checkpoint)
+    note = f"resumed from {checkpoint} at step {state['step']} ({state.get('examples_seen', 0):,} examples seen)"
+    if len(states) == world:
+        rng.restore(states[rank])
+    else:
+        from accelerate.utils import set_seed
+
+        set_seed(seed + 1000 * state["step"] + rank)
+        note += f"; the checkpoint has {len(states)} process RNG states, this run {world}: reseeded dropout"
+    return note
+
+
+def save_final_adapter(accelerator, model, out: Path, cfg: Config, fsdp=None) -> Path:
+    """Write <out>/adapter/ atomically (FSDP gathers the adapter first); collective. Returns the path."""
+    adapter_dir = out / "adapter"
+    with full_adapter_parameters(fsdp):
+        if accelerator.is_main_process:
+            with atomic_folder(adapter_dir, replace=True) as tmp:
+                save_adapter(model, tmp, base_model_name_or_path=cfg.model.name)
+    accelerator.wait_for_everyone()
+    return adapter_dir

@@ -1,0 +1,55 @@
+"""The output folder of a run: a fresh run never mixes with, nor destroys, an earlier one.
+
+A fresh run into a folder that holds an earlier run's files is refused, naming the two ways on:
+`--resume latest` continues that run; `--overwrite` starts afresh after moving the earlier run's
+files (metrics, checkpoints, adapter, config, plots) into a sibling folder with a unique name.
+Refusing catches the common slip (a forgotten --resume) before any work is done; moving rather
+than deleting means that even --overwrite loses nothing. Files that are not a run's are left alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from training.errors import ConfigError
+from utils.atomic import atomic_write_text
+
+RUN_FILES = ("metrics.jsonl", "config.yaml", "checkpoints", "adapter", "adapter-best", "curves.png", "run.json")
+
+
+def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> str | None:
+    """Make `out` ready for this run (main process only); returns a note when an earlier run was moved aside."""
+    used = [name for name in RUN_FILES if (out / name).exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    if not used or resume:
+        return None
+    if not overwrite:
+        raise ConfigError(f"{out} holds an earlier run ({', '.join(used)}): continue it with --resume latest, or "
+                          "start afresh with --overwrite (the earlier run is moved aside, not deleted)")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = out.with_name(f"{out.name}.previous-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = out.with_name(f"{out.name}.previous-{stamp}-{n}")
+    aside.mkdir()
+    for name in used:
+        os.replace(out / name, aside / name)
+    return f"note: --overwrite: moved the earlier run's {', '.join(used)} from {out} to {aside}"
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics of steps after `step` (written before an interrupt), so a resumed run's log reads straight."""
+    if not path.exists():
+        return
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash mid-write
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            rows.append(line)
+    atomic_write_text(path, "".join(row + "\n" for row in rows))
