@@ -12,7 +12,7 @@ wait
 timeout 150 $L train.py $common --train.cuda_graphs true --train.grad_accum 1 --output_dir /tmp/g/graphs-2 > $OUT/graphs-2.log 2>&1
 run1 0 fsdp-1 --train.cuda_graphs false --train.distributed fsdp --train.grad_accum 2 &
 s="--config configs/smollm2-pricer.yaml --train.max_steps 150"
-CUDA_VISIBLE_DEVICES=1 timeout 120 python bench/reference_train.py $s --output_dir /tmp/g/ref > "$OUT/small-ref.log" 2>&1
+CUDA_VISIBLE_DEVICES=1 timeout 120 python -m bench.reference_train $s --output_dir /tmp/g/ref > "$OUT/small-ref.log" 2>&1
 wait
 timeout 150 $L train.py $common --train.cuda_graphs false --train.distributed fsdp --train.grad_accum 1 --output_dir /tmp/g/fsdp-2 > $OUT/fsdp-2.log 2>&1
 CUDA_VISIBLE_DEVICES=1 timeout 120 python train.py $s --output_dir /tmp/g/pricer > "$OUT/small-pricer.log" 2>&1

@@ -1,26 +1,23 @@
 """Where a training step's GPU time goes on the Llama-3.1-8B NF4 shape: kernels by category.
 
 Profiles a few eager steps of the reference stack, of pricer and of pricer with compiled
-layers (bench/train_speed.py's stacks, graphs off so that every kernel is visible to the profiler) at one batch size and
-prints, per stack, the GPU time per step of: NF4 dequantization, matrix multiplications,
+layers (bench/train_speed.py's stacks, graphs off so that every kernel is visible to the profiler)
+at one batch size and prints, per stack, the GPU time per step of: NF4 dequantization, matrix multiplications,
 attention, and everything else (elementwise, norms, copies, optimizer), plus the top kernels.
 
-    python bench/profile_step.py --batch 16 [--steps 3] [--out DIR]
+    python -m bench.profile_step --batch 16 [--steps 3] [--out DIR]
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.llama8b import build_llama_4bit, completion_batch  # noqa: E402
-from bench.train_speed import SEQ, plain_loop, pricer_stack, reference_stack  # noqa: E402
+from bench.llama8b import build_llama_4bit, completion_batch
+from bench.train_speed import SEQ, plain_loop, pricer_stack, reference_stack
 
 CATEGORIES = (("dequantize", ("dequant",)), ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "sm90_", "wgmma")),
               ("fused (inductor)", ("triton_",)),

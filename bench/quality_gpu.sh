@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 11 on one GPU: pricer (train.py) and the reference stack (bench/reference_train.py)
+# Quality on one GPU: pricer (train.py) and the reference stack (bench/reference_train.py)
 # trained from configs/smollm2-pricer.yaml on real SmolLM2 weights, plus a balanced 2-epoch
 # pricer run, then every adapter and the base evaluated by evaluate.py on two test splits:
 # the whole held-out test split ("pool") and 400 price-balanced test items ("balanced").
@@ -10,7 +10,7 @@ C=configs/smollm2-pricer.yaml
 mkdir -p "$R/eval"
 python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1
 python train.py --config $C --output_dir "$R/pricer" > "$R/pricer.log" 2>&1 &
-python bench/reference_train.py --config $C --output_dir "$R/reference" > "$R/reference.log" 2>&1 &
+python -m bench.reference_train --config $C --output_dir "$R/reference" > "$R/reference.log" 2>&1 &
 python train.py --config $C --data.balance true --train.epochs 2 --output_dir "$R/pricer-balanced" \
   > "$R/pricer-balanced.log" 2>&1 &
 wait

@@ -2,12 +2,12 @@
 
 transformers + bitsandbytes (the same quant.load_base_model base and preparation) + peft LoRA,
 with HF's own loss (model(..., labels=...).loss) in a plain loop: the same config file, data
-split, prompts, collator, data order (train.epoch_order), optimizer, schedule and clipping as
+split, prompts, collator, data order (training.StepBatches), optimizer, schedule and clipping as
 train.py. Only the LoRA implementation and the loss code differ, so the two adapters'
 evaluate.py reports compare the stacks. Single process, grad_accum 1 (then HF's per-batch mean
 equals train.py's supervised-token normalisation). Saves a peft adapter to <output_dir>/adapter.
 
-    python bench/reference_train.py --config configs/smollm2-pricer.yaml --output_dir runs/ref
+    python -m bench.reference_train --config configs/smollm2-pricer.yaml --output_dir runs/ref
 """
 from __future__ import annotations
 
@@ -18,13 +18,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from data import CompletionCollator, load_items, split_items  # noqa: E402
-from data.prompts import to_example  # noqa: E402
-from data.splits import balance  # noqa: E402
-from quant import load_base_model, prepare_for_kbit_training  # noqa: E402
-from train import epoch_order, lr_lambda, parse_args, warmup_steps  # noqa: E402
+from data import CompletionCollator
+from quant import load_base_model, prepare_for_kbit_training
+from training import StepBatches, build_scheduler, examples_of, load_splits, parse_args
 
 
 def main() -> None:
@@ -45,38 +41,25 @@ def main() -> None:
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, use_rslora=cfg.lora.use_rslora,
         target_modules=targets if isinstance(targets, str) else list(targets), task_type="CAUSAL_LM"))
 
-    splits = split_items(load_items(cfg.data.source, limit=cfg.data.limit), seed=cfg.data.seed,
-                         val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction)
-    items = splits.train
-    if cfg.data.balance:
-        items = balance(items, cap=cfg.data.balance_cap, keep_all_above=cfg.data.balance_keep_all_above,
-                        seed=cfg.data.seed)
-    examples = [to_example(it, tokenizer, cfg.data.max_text_tokens) for it in items]
-    lengths = [len(ids) for ids in tokenizer([e["prompt"] + e["completion"] for e in examples])["input_ids"]]
+    _, items = load_splits(cfg.data)
     collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length,
                                  pad_to_multiple_of=cfg.data.pad_to_multiple_of)
-    steps_per_epoch = len(examples) // t.batch_size
-    total = t.max_steps or t.epochs * steps_per_epoch
+    batches = StepBatches(examples_of(items, tokenizer, cfg.data.max_text_tokens), collate, t, rank=0, world=1)
+    total = batches.total_steps()
 
     import bitsandbytes as bnb
     params = [p for p in model.parameters() if p.requires_grad]
     kw = dict(lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     opt = {"adamw": torch.optim.AdamW, "paged_adamw_32bit": bnb.optim.PagedAdamW32bit,
            "paged_adamw_8bit": bnb.optim.PagedAdamW8bit, "adamw_8bit": bnb.optim.AdamW8bit}[t.optimizer](params, **kw)
-    warm = warmup_steps(t, total)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warmup=warm, total=total,
-                                                                       schedule=t.schedule))
+    sched = build_scheduler(t, opt, total)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "metrics.jsonl", "w")
     model.train()
-    started, step, order_epoch = time.time(), 0, None
+    started, step = time.time(), 0
     while step < total:
-        epoch, k = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:
-            order_epoch, order = epoch, epoch_order(lengths, seed=t.seed, epoch=epoch, global_batch=t.batch_size,
-                                                    group_by_length=t.group_by_length)
-        batch = collate([examples[i] for i in order[k * t.batch_size:(k + 1) * t.batch_size]])
+        batch, = batches(step)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=t.mixed_precision == "bf16"):
             loss = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                          labels=batch["labels"].to(device)).loss

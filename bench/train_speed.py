@@ -6,20 +6,20 @@ Same GPU, same run, same base (random NF4 weights, bench/llama8b.py), same batch
   reference : transformers + bitsandbytes NF4 (double quant, bf16 compute) + peft LoRA
               (r 32, alpha 64, dropout 0.1, q/k/v/o), model(..., labels=...).loss under bf16
               autocast, paged AdamW 32-bit, gradient clipping 0.3 -- a plain loop.
-  pricer    : the same base with lora.inject_lora, train.CompletionLossModel (LM head only at
-              supervised positions), and train.CudaGraphLoss (forward + backward captured once
+  pricer    : the same base with lora.inject_lora, training.CompletionLossModel (LM head only at
+              supervised positions), and training.CudaGraphLoss (forward + backward captured once
               as CUDA graphs and replayed), the same optimizer and clipping.
-  compiled  : pricer with train.compile_decoder_layers (torch.compile of each decoder layer,
+  compiled  : pricer with training.compile_decoder_layers (torch.compile of each decoder layer,
               fusing the elementwise work between the matmuls), inside the same CUDA graphs.
 
 Each (stack, batch, checkpointing) cell runs in its own process so that allocator and
 paged-optimizer state never leak between cells. Then a parity check (dropout 0, the same
 initial adapter weights, 20 distinct batches: both stacks' losses) and prediction speed
-(the course's one-at-a-time generate vs evaluate.predict_greedy and predict_expected).
+(the course's one-at-a-time generate vs predict.predict_greedy and predict_expected).
 
-    python bench/train_speed.py --out DIR            # everything (about 15 minutes on one H100)
-    python bench/train_speed.py --only train|parity|predict [--batches 16] [--stacks reference compiled]
-    bash bench/gpu_issue9.sh tests b16 b4 parity predict   # the same in parts that fit 10-minute calls
+    python -m bench.train_speed --out DIR            # everything
+    python -m bench.train_speed --only train|parity|predict [--batches 16] [--stacks reference compiled]
+    bash bench/gpu_speed.sh tests b16 b4 parity predict   # the same in parts that fit 10-minute calls
 """
 from __future__ import annotations
 
@@ -34,10 +34,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.llama8b import build_llama_4bit, completion_batch
 
-from bench.llama8b import build_llama_4bit, completion_batch  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SEQ = 182
 LORA = dict(r=32, alpha=64, dropout=0.1)
@@ -61,7 +60,8 @@ def reference_stack(lm, dropout=LORA["dropout"]):
 def pricer_stack(lm, dropout=LORA["dropout"], graphs=True, compile=False):
     """pricer on the base; returns (model, loss function(ids, labels) -> mean loss)."""
     from lora import LoRAConfig, inject_lora
-    from train import CompletionLossModel, CudaGraphLoss, compile_decoder_layers
+    from training.loss import CompletionLossModel
+    from training.speed import CudaGraphLoss, compile_decoder_layers
 
     inject_lora(lm, LoRAConfig(r=LORA["r"], alpha=LORA["alpha"], dropout=dropout, target_modules=TARGETS))
     if compile:
@@ -77,7 +77,7 @@ def pricer_stack(lm, dropout=LORA["dropout"], graphs=True, compile=False):
 
 
 def plain_loop(model, loss_fn):
-    """The issue's loop around either stack: paged AdamW 32-bit, clipping 0.3; returns step(ids, labels) -> loss."""
+    """The course recipe's loop around either stack: paged AdamW 32-bit, clipping 0.3; returns step(ids, labels) -> loss."""
     import bitsandbytes as bnb
 
     model.train()
@@ -151,12 +151,11 @@ def parity(steps: int = 20) -> dict:
 
 def predict(n_items: int = 256, n_single: int = 16) -> dict:
     """items/s of the course's one-at-a-time generate vs pricer's batched greedy and expected predictors."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import _train_tokenizer
     from data import load_items, split_items, test_prompt
-    from evaluate import predict_expected, predict_greedy, predict_one_at_a_time
+    from predict import predict_expected, predict_greedy, predict_one_at_a_time
+    from quant.tiny import tiny_tokenizer
 
-    tokenizer = _train_tokenizer("triples")  # single tokens for 0-999, like Llama 3
+    tokenizer = tiny_tokenizer("triples")  # single tokens for 0-999, like Llama 3
     tokenizer.pad_token = tokenizer.eos_token
     lm = build_llama_4bit()
     lm.config.use_cache = True
@@ -183,7 +182,7 @@ def predict(n_items: int = 256, n_single: int = 16) -> dict:
     timed("greedy_b128", lambda: predict_greedy(lm, tokenizer, prompts, batch_size=128, max_new_tokens=4),
           len(prompts))
     expected = timed("expected_b64", lambda: predict_expected(lm, tokenizer, prompts, batch_size=64), len(prompts))
-    from train import compile_decoder_layers
+    from training.speed import compile_decoder_layers
     compile_decoder_layers(lm)
     # The warm-up runs every batch once, so that each batch shape is compiled before the timing
     # (2026-11-28 warmed up on 3 of the 4 batches only and timed a recompile: 32 items/s).
@@ -201,12 +200,63 @@ STACKS = ("reference", "pricer", "compiled")
 CELLS = [(s, b, c) for b, c in [(16, False), (16, True), (4, False), (4, True)] for s in STACKS]
 
 
+def train_cells(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """Every asked-for (stack, batch, checkpointing) cell, each in its own process; (cells, speed ratios)."""
+    cells = []
+    for stack, b, ckpt in CELLS:
+        if b not in args.batches or stack not in args.stacks or ckpt not in args.checkpointing:
+            continue
+        try:
+            cmd = [sys.executable, "-m", "bench.train_speed", "--cell", stack, str(b), str(int(ckpt))]
+            proc = subprocess.run(cmd,
+                                  capture_output=True, text=True, timeout=420)
+        except subprocess.TimeoutExpired:
+            proc = subprocess.CompletedProcess([], 1, "", "timed out after 420 s")
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CELL ")), None)
+        cell = json.loads(line[5:]) if line else dict(stack=stack, batch=b, checkpointing=ckpt,
+                                                      error=proc.stderr.strip().splitlines()[-1:])
+        print(json.dumps(cell), flush=True)
+        cells.append(cell)
+    ratios = []
+    for b, ckpt in sorted({(c["batch"], c["checkpointing"]) for c in cells}):
+        row = {c["stack"]: c for c in cells if c["batch"] == b and c["checkpointing"] == ckpt}
+        r = row.get("reference")
+        for stack in STACKS[1:]:
+            p = row.get(stack)
+            if r and p and "tokens_per_s" in r and "tokens_per_s" in p:
+                ratios.append(dict(stack=stack, batch=b, checkpointing=ckpt,
+                                   speed=round(p["tokens_per_s"] / r["tokens_per_s"], 2),
+                                   memory=round(p["peak_gb"] / r["peak_gb"], 2)))
+    return cells, ratios
+
+
+def summary(result: dict) -> str:
+    """The printed table: versions, every cell, the ratios, parity and prediction speed."""
+    lines = [f"\n{result['device']}, torch {result['torch']}, transformers {result['transformers']}, "
+             f"peft {result['peft']}, bitsandbytes {result['bitsandbytes']}, {result['date']}"]
+    for c in result.get("train", []):
+        lines.append(f"{c['stack']:>9} batch {c['batch']:>2} ckpt {str(c['checkpointing']):>5}: " + (
+            f"{c['tokens_per_s']:>6} tok/s  {c['peak_gb']:>6} GB" if "tokens_per_s" in c else str(c.get("error"))))
+    for r in result.get("ratios", []):
+        lines.append(f"{r['stack']}/reference batch {r['batch']:>2} ckpt {str(r['checkpointing']):>5}: "
+                     f"speed x{r['speed']}, memory x{r['memory']}")
+    if "parity" in result:
+        par = result["parity"]
+        lines.append(f"parity over 20 steps: max relative loss difference eager {par['max_rel_diff_eager']:.2e}, "
+                     f"graphs {par['max_rel_diff_graphs']:.2e}, compiled {par['max_rel_diff_compiled']:.2e}")
+    if "predict" in result:
+        lines.append(f"prediction items/s: {result['predict']['items_per_s']} speedup: {result['predict']['speedup']}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/bench"))
     ap.add_argument("--only", choices=["train", "parity", "predict"])
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 4], help="training cells to run (batch sizes)")
     ap.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
+    ap.add_argument("--checkpointing", nargs="+", default=[False, True], type=lambda v: v == "on",
+                    metavar="off|on", help="training cells without and/or with gradient checkpointing")
     ap.add_argument("--cell", nargs=3, metavar=("STACK", "BATCH", "CKPT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.cell:
@@ -214,37 +264,12 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
     import bitsandbytes, peft, transformers  # noqa: E401
-    result |= {"transformers": transformers.__version__, "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__,
-               "date": time.strftime("%Y-%m-%d")}
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "transformers": transformers.__version__, "peft": peft.__version__,
+              "bitsandbytes": bitsandbytes.__version__, "date": time.strftime("%Y-%m-%d")}
     if args.only in (None, "train"):
-        cells = []
-        for stack, b, ckpt in CELLS:
-            if b not in args.batches or stack not in args.stacks:
-                continue
-            try:
-                proc = subprocess.run([sys.executable, __file__, "--cell", stack, str(b), str(int(ckpt))],
-                                      capture_output=True, text=True, timeout=420)
-            except subprocess.TimeoutExpired:
-                proc = subprocess.CompletedProcess([], 1, "", "timed out after 420 s")
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CELL ")), None)
-            cell = json.loads(line[5:]) if line else dict(stack=stack, batch=b, checkpointing=ckpt,
-                                                          error=proc.stderr.strip().splitlines()[-1:])
-            print(json.dumps(cell), flush=True)
-            cells.append(cell)
-        result["train"] = cells
-        ratios = []
-        for b, ckpt in sorted({(c["batch"], c["checkpointing"]) for c in cells}):
-            row = {c["stack"]: c for c in cells if c["batch"] == b and c["checkpointing"] == ckpt}
-            r = row.get("reference")
-            for stack in STACKS[1:]:
-                p = row.get(stack)
-                if r and p and "tokens_per_s" in r and "tokens_per_s" in p:
-                    ratios.append(dict(stack=stack, batch=b, checkpointing=ckpt,
-                                       speed=round(p["tokens_per_s"] / r["tokens_per_s"], 2),
-                                       memory=round(p["peak_gb"] / r["peak_gb"], 2)))
-        result["ratios"] = ratios
+        result["train"], result["ratios"] = train_cells(args)
     if args.only in (None, "parity"):
         result["parity"] = parity()
         print(json.dumps(result["parity"]), flush=True)
@@ -252,19 +277,7 @@ def main() -> None:
         result["predict"] = predict()
         print(json.dumps(result["predict"]), flush=True)
     (out / "train_speed.json").write_text(json.dumps(result, indent=1))
-    print(f"\n{result['device']}, torch {result['torch']}, transformers {result['transformers']}, "
-          f"peft {result['peft']}, bitsandbytes {result['bitsandbytes']}, {result['date']}")
-    for c in result.get("train", []):
-        print(f"{c['stack']:>9} batch {c['batch']:>2} ckpt {str(c['checkpointing']):>5}: "
-              + (f"{c['tokens_per_s']:>6} tok/s  {c['peak_gb']:>6} GB" if "tokens_per_s" in c else str(c.get("error"))))
-    for r in result.get("ratios", []):
-        print(f"{r['stack']}/reference batch {r['batch']:>2} ckpt {str(r['checkpointing']):>5}: speed x{r['speed']}, memory x{r['memory']}")
-    if "parity" in result:
-        print(f"parity over 20 steps: max relative loss difference eager {result['parity']['max_rel_diff_eager']:.2e}, "
-              f"graphs {result['parity']['max_rel_diff_graphs']:.2e}, "
-              f"compiled {result['parity']['max_rel_diff_compiled']:.2e}")
-    if "predict" in result:
-        print("prediction items/s:", result["predict"]["items_per_s"], "speedup:", result["predict"]["speedup"])
+    print(summary(result))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One 2-GPU call for issues 10 and 11 (device time is scarce): the quality run on GPU 1
+# One 2-GPU call (device time is scarce): the quality run on GPU 1
 # (bench/quality_gpu.sh) while GPU 0 measures 1-process DDP throughput and the 2-process
 # loss agreement runs; then 2-process DDP throughput once GPU 1 is free.
-#   bash bench/gpu_session.sh OUT
+#   bash bench/two_gpu_session.sh OUT
 set -u
 mkdir -p "${1:-runs/gpu}"
 export OUT="$(cd "${1:-runs/gpu}" && pwd)"  # read by the python below, and after cd
@@ -10,7 +10,7 @@ L="accelerate launch --num_machines 1 --dynamo_backend no --mixed_precision no"
 CUDA_VISIBLE_DEVICES=1 timeout 400 bash bench/quality_gpu.sh /tmp/q > "$OUT/quality.log" 2>&1 &
 QP=$!
 for b in 4 16; do
-  CUDA_VISIBLE_DEVICES=0 timeout 90 $L --num_processes 1 bench/ddp_speed.py --batch $b --out "$OUT" 2>&1 | grep "^DDP\|Error"
+  CUDA_VISIBLE_DEVICES=0 timeout 90 $L --num_processes 1 -m bench.ddp_speed --batch $b --out "$OUT" 2>&1 | grep "^DDP\|Error"
 done
 common="--config configs/smollm2-pricer.yaml --train.max_steps 50 --train.batch_size 8 --lora.dropout 0
   --train.cuda_graphs false --train.warmup_steps 5"
@@ -25,7 +25,7 @@ print(f"loss curves over {len(a)} steps: 1 GPU x accum 2 vs 2 GPUs x accum 1, ma
 PY
 wait $QP
 for b in 4 16; do
-  timeout 90 $L --num_processes 2 --multi_gpu bench/ddp_speed.py --batch $b --out "$OUT" 2>&1 | grep "^DDP\|Error"
+  timeout 90 $L --num_processes 2 --multi_gpu -m bench.ddp_speed --batch $b --out "$OUT" 2>&1 | grep "^DDP\|Error"
 done
 tail -n 32 "$OUT/quality.log"
 cd /tmp/q && tar czf "$OUT/quality.tgz" --exclude=adapter_model.safetensors . && tar cf - */adapter | split -b 15m - "$OUT/adapters.tar.part-"
