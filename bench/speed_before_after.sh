@@ -4,15 +4,20 @@
 # see the same card, clocks and neighbours. Then the speed ratios of each tree.
 #   git archive OLD_COMMIT | tar -x -C .old     (a scratch copy of the older checkout)
 #   bash bench/speed_before_after.sh .old OUT BATCH [STACK ...]      (stacks: reference pricer compiled)
+# ORDER="after before" runs this tree's cell first (to see whether running second costs anything).
 set -u
 OLD=$1; OUT=$2; BATCH=$3; shift 3
 STACKS=${*:-reference compiled}
 mkdir -p "$OUT"
+cell() {  # tree stack
+  if [ "$1" = before ]; then
+    (cd "$OLD" && timeout 280 python bench/train_speed.py --cell "$2" "$BATCH" 0 2>&1)
+  else
+    timeout 280 python -m bench.train_speed --cell "$2" "$BATCH" 0 2>&1
+  fi | grep --line-buffered "^CELL" | sed -u "s/^CELL /$1 /" | tee -a "$OUT/before_after.txt"
+}
 for stack in $STACKS; do
-  (cd "$OLD" && timeout 280 python bench/train_speed.py --cell "$stack" "$BATCH" 0 2>&1) | grep --line-buffered "^CELL" \
-    | sed -u 's/^CELL /before /' | tee -a "$OUT/before_after.txt"
-  timeout 280 python -m bench.train_speed --cell "$stack" "$BATCH" 0 2>&1 | grep --line-buffered "^CELL" \
-    | sed -u 's/^CELL /after /' | tee -a "$OUT/before_after.txt"
+  for tree in ${ORDER:-before after}; do cell "$tree" "$stack"; done
 done
 python - "$OUT/before_after.txt" <<'PY'
 import json, sys
