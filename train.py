@@ -1102,7 +1102,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _price_metrics(model: nn.Module, tokenizer, items: list, cfg: Config, accelerator) -> dict[str, float]:
     """Greedy price predictions on a few val items, by evaluate.py's predictor and metrics (left-padded, eval mode)."""
-    from evaluate import compute_metrics, predict_greedy
+    from predict import compute_metrics, predict_greedy
 
     prompts = [test_prompt(it, tokenizer, cfg.data.max_text_tokens) for it in items]
     # Eagerly: compiled layers (train.compile) would recompile at every generated length.

@@ -51,9 +51,9 @@ PY
 read recipe step < "$OUT/best.txt"
 mkdir -p $R/best && cp -r $R/$recipe/checkpoints/step-$step/{adapter,config.yaml} $R/best/
 # The pick on the test splits: every estimate, widths 30 and 60; the 3-epoch lr 5e-4 recipe too, for contrast.
-CUDA_VISIBLE_DEVICES=0 python bench/estimators.py --adapter $R/best/adapter --data data/amazon-prices \
+CUDA_VISIBLE_DEVICES=0 python -m bench.estimators --adapter $R/best/adapter --data data/amazon-prices \
   --widths 30 60 --batch-size 64 --out $R/test-best > $R/test-best.log 2>&1 &
-CUDA_VISIBLE_DEVICES=1 python bench/estimators.py --adapter $R/lr5e-4/adapter --data data/amazon-prices \
+CUDA_VISIBLE_DEVICES=1 python -m bench.estimators --adapter $R/lr5e-4/adapter --data data/amazon-prices \
   --widths 30 60 --batch-size 64 --out $R/test-lr5e-4-final > $R/test-lr5e-4.log 2>&1 &
 wait
 tail -n 20 $R/test-best.log $R/test-lr5e-4.log | tee "$OUT/test.txt"

@@ -15,7 +15,7 @@ Same GPU, same run, same base (random NF4 weights, bench/llama8b.py), same batch
 Each (stack, batch, checkpointing) cell runs in its own process so that allocator and
 paged-optimizer state never leak between cells. Then a parity check (dropout 0, the same
 initial adapter weights, 20 distinct batches: both stacks' losses) and prediction speed
-(the course's one-at-a-time generate vs evaluate.predict_greedy and predict_expected).
+(the course's one-at-a-time generate vs predict.predict_greedy and predict_expected).
 
     python bench/train_speed.py --out DIR            # everything (about 15 minutes on one H100)
     python bench/train_speed.py --only train|parity|predict [--batches 16] [--stacks reference compiled]
@@ -154,7 +154,7 @@ def predict(n_items: int = 256, n_single: int = 16) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import _train_tokenizer
     from data import load_items, split_items, test_prompt
-    from evaluate import predict_expected, predict_greedy, predict_one_at_a_time
+    from predict import predict_expected, predict_greedy, predict_one_at_a_time
 
     tokenizer = _train_tokenizer("triples")  # single tokens for 0-999, like Llama 3
     tokenizer.pad_token = tokenizer.eos_token
