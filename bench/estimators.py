@@ -1,7 +1,7 @@
-"""Which point estimate and digit-search width serve the expected predictor best (issue 11).
+"""Which point estimate and digit-search width serve the expected predictor best.
 
-The model's price distributions (`evaluate.price_distributions`) are computed once per test
-split and search width; every point estimate of `evaluate.ESTIMATES` (mean, log-mean,
+The model's price distributions (`predict.price_distributions`) are computed once per test
+split and search width; every point estimate of `predict.ESTIMATES` (mean, log-mean,
 median) is then read off the same distributions, so trying an estimate costs no model time.
 The two splits are the ones bench/quality_gpu.sh scores, drawn exactly as evaluate.py draws them:
 
@@ -18,7 +18,7 @@ reads them, and each (width, split) keeps its raw distributions; under --out:
 
 --reuse reads the .dists.json.gz files of an earlier run instead of loading the model.
 
-    python bench/estimators.py --adapter adapters/smollm2-135m-pricer --data data/amazon-prices \\
+    python -m bench.estimators --adapter adapters/smollm2-135m-pricer --data data/amazon-prices \\
         --widths 10 30 --out runs/estimators [--limit 100] [--batch-size 64]
 """
 from __future__ import annotations
@@ -31,23 +31,24 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import evaluate as ev  # noqa: E402
+from predict import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, add_model_options, load_model, model_name,
+                     pick_items, point_estimate, price_distributions, provenance, resolve_base, search_record,
+                     with_run_defaults, write_report)
+from utils.atomic import atomic_write
 
 SPLITS = ("pool", "balanced")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring); unset model options default as in evaluate.py."""
-    p = argparse.ArgumentParser(prog="bench/estimators.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.estimators", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_model_options(p)
-    p.add_argument("--widths", type=int, nargs="+", default=[ev.SEARCH_WIDTH],
-                   help=f"digit-search widths (top_m) to measure (default {ev.SEARCH_WIDTH})")
-    p.add_argument("--search-digits", type=int, default=ev.SEARCH_DIGITS,
-                   help=f"digits of the longest price searched (default {ev.SEARCH_DIGITS})")
-    p.add_argument("--estimates", nargs="+", choices=ev.ESTIMATES, default=list(ev.ESTIMATES))
+    add_model_options(p)
+    p.add_argument("--widths", type=int, nargs="+", default=[SEARCH_WIDTH],
+                   help=f"digit-search widths (top_m) to measure (default {SEARCH_WIDTH})")
+    p.add_argument("--search-digits", type=int, default=SEARCH_DIGITS,
+                   help=f"digits of the longest price searched (default {SEARCH_DIGITS})")
+    p.add_argument("--estimates", nargs="+", choices=ESTIMATES, default=list(ESTIMATES))
     p.add_argument("--limit", type=int, help="at most N items per split (a deterministic sample), for quick runs")
     p.add_argument("--balanced-limit", type=int, default=400, help="items in the balanced split (default 400)")
     p.add_argument("--reuse", action="store_true",
@@ -62,24 +63,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if min(args.widths) <= 0:
         p.error("--widths must be positive")
     args.widths = sorted(set(args.widths))
-    return ev.with_run_defaults(args)
+    return with_run_defaults(args)
 
 
 def split_args(args: argparse.Namespace, split: str) -> argparse.Namespace:
-    """evaluate.py's arguments for one split: what `ev.pick_items` and `ev.provenance` read."""
+    """evaluate.py's arguments for one split: what `pick_items` and `provenance` read."""
     limit = args.limit if split == "pool" else min(args.limit or args.balanced_limit, args.balanced_limit)
     return argparse.Namespace(**{**vars(args), "split": "test", "sample": split, "limit": limit,
                                  "predictor": "expected"})
 
 
 def dists_path(out: Path, name: str, width: int, split: str) -> Path:
+    """Where the distributions of one (width, split) are saved."""
     return out / f"{name}-w{width}-{split}.dists.json.gz"
 
 
 def save_distributions(path: Path, saved: dict) -> None:
     """Write {record, titles, truths, dists} as gzip JSON; each distribution as [[price, p], ...] in its order."""
     body = {**saved, "dists": [list(d.items()) for d in saved["dists"]]}
-    ev._atomic_write(path, lambda f: f.write(gzip.compress(json.dumps(body).encode())), mode="wb")
+    atomic_write(path, lambda f: f.write(gzip.compress(json.dumps(body).encode())), mode="wb")
 
 
 def load_distributions(path: str | Path) -> dict:
@@ -97,7 +99,7 @@ REUSE_KEYS = ("base", "adapter", "data", "seed", "limit", "bits", "max_text_toke
 
 def check_reused(record: dict, sargs: argparse.Namespace, path: Path) -> None:
     """Refuse saved distributions made with other options than this command line's (ValueError)."""
-    wanted = {**vars(sargs), "base": ev.resolve_base(sargs.adapter, sargs.base)}
+    wanted = {**vars(sargs), "base": resolve_base(sargs.adapter, sargs.base)}
     differ = [f"{k} {record.get(k)!r} (now {wanted[k]!r})" for k in REUSE_KEYS if record.get(k) != wanted[k]]
     if differ:
         raise ValueError(f"{path} was made with other options: {', '.join(differ)}; rerun without --reuse")
@@ -110,12 +112,12 @@ def measure(model: Any, tokenizer: Any, args: argparse.Namespace, base: str, spl
 
     prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items]
     start = time.perf_counter()
-    dists = ev.price_distributions(model, tokenizer, prompts, args.batch_size,
-                                   max_digits=args.search_digits, top_m=width)
+    dists = price_distributions(model, tokenizer, prompts, args.batch_size,
+                                max_digits=args.search_digits, top_m=width)
     seconds = time.perf_counter() - start
     dists = [dict(sorted(d.items())) for d in dists]   # as load_distributions reads them: same sums, same bits
-    record = ev.provenance(split_args(args, split), ev.model_name(args.adapter, base), base, model, len(items),
-                           seconds, ev.search_record(dists, width, args.search_digits))
+    record = provenance(split_args(args, split), model_name(args.adapter, base), base, model, len(items),
+                        seconds, search_record(dists, width, args.search_digits))
     return {"record": record, "titles": [it.title for it in items], "truths": [it.price for it in items],
             "dists": dists}
 
@@ -124,9 +126,9 @@ def report_for(out: Path, saved: dict, how: str, split: str) -> dict:
     """Write the evaluate.py report folder of one estimate over saved distributions; return the report."""
     record = {**saved["record"], "estimate": how}
     name, width = record["name"], record["search_width"]
-    guesses = [ev.point_estimate(d, how) for d in saved["dists"]]
-    return ev.write_report(out / f"{name}-w{width}-{how}-{split}", saved["titles"], saved["truths"], guesses,
-                           record, f"{name} w{width} {how} ({split})")
+    guesses = [point_estimate(d, how) for d in saved["dists"]]
+    return write_report(out / f"{name}-w{width}-{how}-{split}", saved["titles"], saved["truths"], guesses,
+                        record, f"{name} w{width} {how} ({split})")
 
 
 def format_table(reports: Sequence[dict]) -> str:
@@ -144,8 +146,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     """Measure (or reload) every (split, width), write every report; return the reports in table order."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = ev.resolve_base(args.adapter, args.base)
-    name = ev.model_name(args.adapter, base)
+    base = resolve_base(args.adapter, args.base)
+    name = model_name(args.adapter, base)
     model = tokenizer = None
     reports = []
     for split in SPLITS:
@@ -157,9 +159,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                 check_reused(saved["record"], split_args(args, split), path)
             else:
                 if model is None:
-                    model, tokenizer = ev.load_model(base, args.adapter, args.bits, args.quant_type,
-                                                     args.compute_dtype)
-                items = items if items is not None else ev.pick_items(split_args(args, split))[0]
+                    model, tokenizer = load_model(base, args.adapter, args.bits, args.quant_type,
+                                                  args.compute_dtype)
+                items = items if items is not None else pick_items(split_args(args, split))[0]
                 saved = measure(model, tokenizer, args, base, split, items, width)
                 save_distributions(path, saved)
             reports += [report_for(out, saved, how, split) for how in args.estimates]

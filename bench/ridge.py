@@ -4,7 +4,7 @@ Fit on the training split (log1p of the price, which is what RMSLE scores), pred
 test split, and write evaluate.py-style report folders so `evaluate.py --compare` puts them
 beside the language models:
 
-    python bench/ridge.py --out runs/baselines [--data data/amazon-prices] [--balanced-limit 400]
+    python -m bench.ridge --out runs/baselines [--data data/amazon-prices] [--balanced-limit 400]
 
 writes <out>/ridge-pool, <out>/ridge-balanced, <out>/median-pool, <out>/median-balanced.
 """
@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from data import load_items, split_items  # noqa: E402
-from data.splits import price_balanced_sample  # noqa: E402
-from evaluate import write_report  # noqa: E402
+from data import load_items, split_items
+from data.splits import price_balanced_sample
+from predict import write_report
 
 
 def main() -> None:
+    """Fit, predict both test splits and write their report folders (see the module docstring)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import Ridge
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m bench.ridge", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/amazon-prices")
     ap.add_argument("--out", default="runs/baselines")
     ap.add_argument("--seed", type=int, default=42)

@@ -84,3 +84,54 @@ def smollm2_dir() -> Path:
     from quant import resolve_model
 
     return Path(resolve_model("smollm2-135m"))
+
+
+# ---------------------------------------------------------------- hand-set next-token distributions
+
+PROMPTS = ["How much does this cost?\n\nA drill.\n\nPrice is $",
+           "How much does this cost?\n\nAcoustic guitar strings, phosphor bronze, light gauge.\n\nPrice is $",
+           "Price is $"]
+
+
+def token_id(tokenizer, text: str) -> int:
+    """The one token id of `text`, which must be a single token."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert len(ids) == 1, (text, ids)
+    return ids[0]
+
+
+def make_bigram(model, table: dict[int, dict[int, float]]):
+    """Make the model a bigram: P(next | sequence) = table[last token][next], set in the weights.
+
+    Zeroing o_proj and down_proj leaves the residual stream equal to the current token's
+    embedding; a context's embedding is 1000 * e_k, which the final RMSNorm maps to
+    sqrt(hidden) * e_k, so lm_head column k (divided by sqrt(hidden)) is that context's logits.
+    Tokens missing from a row get logit -40 (probability ~1e-18).
+    """
+    import math
+
+    hidden = model.config.hidden_size
+    vocab = model.config.vocab_size
+    assert len(table) <= hidden
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.model.norm.weight.fill_(1.0)
+        model.lm_head.weight.zero_()
+        for k, (context, dist) in enumerate(table.items()):
+            assert sum(dist.values()) == pytest.approx(1.0)
+            model.model.embed_tokens.weight[context, k] = 1000.0
+            logits = torch.full((vocab,), -40.0)
+            for tok, p in dist.items():
+                logits[tok] = math.log(p)
+            model.lm_head.weight[:, k] = logits / math.sqrt(hidden)
+    return model.eval()
+
+
+def dollar_id(tokenizer) -> int:
+    """The last token of "Price is $": the context the model writes a price after."""
+    from data import PREFIX
+
+    return tokenizer.encode(PREFIX, add_special_tokens=False)[-1]

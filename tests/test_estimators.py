@@ -2,27 +2,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+import bench.estimators as est
 import evaluate as ev
 from conftest import write_items
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_estimators", ROOT / "bench" / "estimators.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-est = _load_bench()
+from predict import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, compute_metrics, load_model, pick_items, point_estimate,
+                     predictor_from_args, price_distributions)
 
 
 @pytest.fixture(scope="module")
@@ -53,21 +43,22 @@ def test_expected_flags_land_in_report(tiny_llama_dir, items_file, tmp_path, cap
     assert (report["estimate"], report["search_width"], report["search_digits"]) == ("median", 3, 2)
     # The guesses are the medians of the distributions the same search gives, loaded as evaluate.py loads.
     args = ev.parse_args(["--base", str(tiny_llama_dir), "--data", str(items_file), "--limit", "4", "--out", "o"])
-    items, _ = ev.pick_items(args)
-    model, tokenizer = ev.load_model(str(tiny_llama_dir), None, 16, compute_dtype=args.compute_dtype)
+    items, _ = pick_items(args)
+    model, tokenizer = load_model(str(tiny_llama_dir), None, 16, compute_dtype=args.compute_dtype)
     from data import test_prompt
 
     prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items]
-    dists = ev.price_distributions(model, tokenizer, prompts, 4, max_digits=2, top_m=3)
+    dists = price_distributions(model, tokenizer, prompts, 4, max_digits=2, top_m=3)
     assert all(0 < len(d) <= 3 * 2 for d in dists)
-    assert guesses_of(out) == pytest.approx([round(ev.point_estimate(d, "median"), 2) for d in dists])
+    assert guesses_of(out) == pytest.approx([round(point_estimate(d, "median"), 2) for d in dists])
     assert report["search_mass"] == pytest.approx(sum(sum(d.values()) for d in dists) / len(dists))
 
 
 def test_expected_flags_default(items_file):
     args = ev.parse_args(["--base", "b", "--data", str(items_file), "--predictor", "expected", "--out", "o"])
-    assert (args.estimate, args.search_width, args.search_digits) == ("mean", ev.SEARCH_WIDTH, ev.SEARCH_DIGITS)
-    assert (ev.SEARCH_WIDTH, ev.SEARCH_DIGITS) == (30, 4)  # README and RESULTS.md quote these
+    assert predictor_from_args(args).record() == {"estimate": "mean", "search_width": SEARCH_WIDTH,
+                                                  "search_digits": SEARCH_DIGITS}
+    assert (SEARCH_WIDTH, SEARCH_DIGITS) == (30, 4)  # README and RESULTS.md quote these
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -111,7 +102,7 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
     for line in table[1:]:
         width, how, split, n, rmsle, hit, _, mass, seconds, _ = line.split()
         rows[int(width), how, split] = (int(n), float(rmsle), float(hit.rstrip("%")), float(mass), float(seconds))
-    assert set(rows) == {(w, h, s) for w in (2, 3) for h in ev.ESTIMATES for s in ("pool", "balanced")}
+    assert set(rows) == {(w, h, s) for w in (2, 3) for h in ESTIMATES for s in ("pool", "balanced")}
 
     for (width, how, split), (n, rmsle, hit, mass, seconds) in rows.items():
         folder = out / f"{name}-w{width}-{how}-{split}"
@@ -126,13 +117,13 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
         # The report is write_report/compute_metrics over the point estimates of the saved distributions.
         saved = est.load_distributions(out / f"{name}-w{width}-{split}.dists.json.gz")
         assert all(0 < len(d) <= width * 2 and all(isinstance(v, int) for v in d) for d in saved["dists"])
-        guesses = [ev.point_estimate(d, how) for d in saved["dists"]]
-        metrics = ev.compute_metrics(saved["truths"], guesses)
+        guesses = [point_estimate(d, how) for d in saved["dists"]]
+        metrics = compute_metrics(saved["truths"], guesses)
         assert {k: report[k] for k in metrics} == metrics   # JSON keeps floats exactly
         assert guesses_of(folder) == pytest.approx([round(g, 2) for g in guesses])
         assert report["search_mass"] == pytest.approx(sum(sum(d.values()) for d in saved["dists"]) / n)
     # The three estimates really differ on these distributions (else the table would compare nothing).
-    assert len({rows[3, h, "pool"][1] for h in ev.ESTIMATES}) == 3
+    assert len({rows[3, h, "pool"][1] for h in ESTIMATES}) == 3
 
     # Each split is the one evaluate.py draws with the same flags, scored the same.
     for split, limit in (("pool", 5), ("balanced", 4)):
@@ -150,7 +141,7 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
     def no_model(*_a, **_k):
         raise AssertionError("--reuse loaded the model")
 
-    monkeypatch.setattr(ev, "load_model", no_model)
+    monkeypatch.setattr(est, "load_model", no_model)
     before = report_of(out / f"{name}-w2-median-balanced")
     (out / f"{name}-w2-median-balanced" / "report.json").unlink()
     rc, stdout, _ = run_bench(common + ["--widths", 2, "--estimates", "median", "--limit", 5, "--balanced-limit", 4,
@@ -170,7 +161,7 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
 
 def test_bench_split_limits():
     args = est.parse_args(["--base", "b", "--data", "d", "--out", "o"])
-    assert (args.widths, args.estimates, args.search_digits) == ([ev.SEARCH_WIDTH], list(ev.ESTIMATES), 4)
+    assert (args.widths, args.estimates, args.search_digits) == ([SEARCH_WIDTH], list(ESTIMATES), 4)
     assert est.split_args(args, "pool").limit is None                  # the whole test split
     assert est.split_args(args, "balanced").limit == 400
     args = est.parse_args(["--base", "b", "--data", "d", "--out", "o", "--limit", "50", "--widths", "30", "10", "30"])

@@ -10,12 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import data
 import evaluate as ev
 from conftest import write_items
-from quant.tiny import build_tiny_llama
-import data
 from data import load_items, split_items
 from lora import LoRAConfig, inject_lora, lora_layers, save_adapter
+from predict import pick_items, predict_expected
+from quant.tiny import build_tiny_llama
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -76,7 +77,7 @@ def peft_reference(base_dir, adapter_dir, items, bits_dtype=torch.bfloat16):
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir)
     prompts = [data.test_prompt(it, tokenizer, 160) for it in items]
-    return ev.predict_expected(model, tokenizer, prompts, batch_size=4)
+    return predict_expected(model, tokenizer, prompts, batch_size=4)
 
 
 @pytest.mark.parametrize("which", ["pricer", "peft"])
@@ -95,8 +96,8 @@ def test_end_to_end_adapter_matches_peft(which, request, tiny_llama_dir, items_f
     assert "all" in stdout and "failures 0 of 6" in stdout
 
     rows = read_predictions(out)
-    items = ev.pick_items(ev.parse_args(["--data", str(items_file), "--split", "all", "--limit", "6",
-                                         "--out", str(out)]))[0]
+    items = pick_items(ev.parse_args(["--data", str(items_file), "--split", "all", "--limit", "6",
+                                      "--out", str(out)]))[0]
     assert [r["title"] for r in rows] == [it.title for it in items]
     guesses = [float(r["guess"]) for r in rows]
     assert guesses == pytest.approx(peft_reference(tiny_llama_dir, adapter, items), abs=0.02)

@@ -1,0 +1,34 @@
+"""Predictors behind one registry (greedy, expected, the mean and median baselines), their metrics,
+reports and charts, and the batching the model predictors share.
+
+    from predict import get_predictor
+    predictor = get_predictor("expected", estimate="median")         # or "greedy", "mean", ...
+    prices = [p.price for p in predictor.predict(prompts, model=model, tokenizer=tokenizer)]
+
+A predictor is a `Predictor` subclass in a file of its own, decorated with `@register`;
+importing its file below is what registers it, and the order of these imports is the order
+evaluate.py lists them in (greedy first: the default).
+"""
+from predict.base import OptionError, Prediction, Predictor
+from predict.registry import PREDICTORS, get_predictor, register
+
+from predict.greedy import GreedyPredictor, extract_price, greedy_tokens, predict_greedy, predict_one_at_a_time
+from predict.expected import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, ExpectedPredictor, number_tokens,
+                              point_estimate, predict_expected, price_distributions, search_record)
+from predict.baselines import MeanBaseline, MedianBaseline, constant_prediction
+
+from predict.chart import chart_title, plot_chart
+from predict.cli import RUN_DEFAULTS, add_model_options, add_predictor_options, predictor_from_args, with_run_defaults
+from predict.metrics import BUCKETS, colour_for, compute_metrics
+from predict.report import format_compare, format_summary, load_reports, write_report
+from predict.run import load_model, model_name, pick_items, provenance, resolve_base
+
+__all__ = [
+    "BUCKETS", "ESTIMATES", "ExpectedPredictor", "GreedyPredictor", "MeanBaseline", "MedianBaseline", "OptionError",
+    "PREDICTORS", "Prediction", "Predictor", "RUN_DEFAULTS", "SEARCH_DIGITS", "SEARCH_WIDTH", "add_model_options",
+    "add_predictor_options", "chart_title", "colour_for", "compute_metrics", "constant_prediction", "extract_price",
+    "format_compare", "format_summary", "get_predictor", "greedy_tokens", "load_model", "load_reports", "model_name",
+    "number_tokens", "pick_items", "plot_chart", "point_estimate", "predict_expected", "predict_greedy",
+    "predict_one_at_a_time", "predictor_from_args", "price_distributions", "provenance", "register", "resolve_base",
+    "search_record", "with_run_defaults", "write_report",
+]

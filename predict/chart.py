@@ -1,0 +1,29 @@
+"""The course's chart: truth against estimate, one point per item in its colour, and the line y = x."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from predict.metrics import colour_for
+
+
+def chart_title(title: str, metrics: dict) -> str:
+    """The course's chart title: name, average error, RMSLE and hit rate."""
+    return (f"{title}: Error=${metrics['avg_error']:,.2f} RMSLE={metrics['rmsle']:,.2f} "
+            f"Hits={metrics['hit_rate'] * 100:.1f}%")
+
+
+def plot_chart(truths: Sequence[float], guesses: Sequence[float | None], title: str) -> Any:
+    """The course's chart as a matplotlib Figure (no pyplot state); a failure is drawn at $0."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    filled = [0.0 if g is None else g for g in guesses]
+    colours = [colour_for(abs(g - t), t) for g, t in zip(filled, truths)]
+    top = max(max(truths), max(filled)) or 1.0
+    fig = Figure(figsize=(12, 8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, top], [0, top], color="deepskyblue", lw=2, alpha=0.6)
+    ax.scatter(truths, filled, s=3, c=colours)
+    ax.set(xlabel="Ground Truth", ylabel="Model Estimate", xlim=(0, top), ylim=(0, top), title=title)
+    return fig

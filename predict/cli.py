@@ -1,0 +1,73 @@
+"""Command-line options shared by evaluate.py and bench/: the model and data, and the registry's predictors."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from predict.base import OptionError, Predictor
+from predict.registry import PREDICTORS
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options naming the model, the data, its split fractions and the prompts."""
+    p.add_argument("--adapter", help="adapter folder (pricer's or peft's); omit to evaluate the base alone")
+    p.add_argument("--base", help="base model (name, folder or hub id); default: the adapter's base")
+    p.add_argument("--data", help="data source: file, folder or dataset (as data.load_items reads)")
+    p.add_argument("--data-format", choices=("jsonl", "csv", "parquet", "hf"),
+                   help="read --data as this format (hf: a Hugging Face dataset name); default: by extension")
+    p.add_argument("--seed", type=int, help="split and sampling seed (default: the run's, else 42)")
+    p.add_argument("--val-fraction", type=float, help="split fractions (default: the run's, else 0.05 and 0.1)")
+    p.add_argument("--test-fraction", type=float)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--bits", type=int, choices=(4, 8, 16), help="default: the run's, else 4")
+    p.add_argument("--quant-type", choices=("nf4", "fp4"), help="default: the run's, else nf4")
+    p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"),
+                   help="default: the run's, else bfloat16")
+    p.add_argument("--max-text-tokens", type=int, help="default: the run's, else 160")
+
+
+DEFAULT_PREDICTOR = "greedy"
+
+
+def add_predictor_options(p: argparse.ArgumentParser) -> None:
+    """--predictor with the registry's names, and each predictor's own options in a --help section of its own."""
+    p.add_argument("--predictor", choices=tuple(PREDICTORS), default=DEFAULT_PREDICTOR,
+                   help=f"how to price an item (default {DEFAULT_PREDICTOR}); each is described below")
+    for name, cls in PREDICTORS.items():
+        cls.add_options(p.add_argument_group(f"--predictor {name}", _summary(cls)))
+
+
+def _summary(cls: type[Predictor]) -> str:
+    """The first line of the predictor's docstring."""
+    lines = (cls.__doc__ or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def predictor_from_args(args: argparse.Namespace) -> Predictor:
+    """The predictor --predictor names, built from its options; OptionError for another predictor's options."""
+    for cls in PREDICTORS.values():
+        given = cls.given_flags(args) if cls.name != args.predictor else []
+        if given:
+            raise OptionError(f"{', '.join(given)}: only for --predictor {cls.name}, not {args.predictor}")
+    return PREDICTORS[args.predictor].from_args(args)
+
+
+# What train.py trained with, where the command line leaves it open: evaluating on another
+# split or another quantization than training used would score the wrong thing.
+RUN_DEFAULTS = {"seed": ("data", "seed", 42), "val_fraction": ("data", "val_fraction", 0.05),
+                "test_fraction": ("data", "test_fraction", 0.1), "max_text_tokens": ("data", "max_text_tokens", 160),
+                "bits": ("model", "bits", 4), "quant_type": ("model", "quant_type", "nf4"),
+                "compute_dtype": ("model", "compute_dtype", "bfloat16")}
+
+
+def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill unset options from <run>/config.yaml when --adapter is train.py's <run>/adapter, else defaults."""
+    import yaml
+
+    run = Path(args.adapter).parent / "config.yaml" if args.adapter else None
+    saved: dict[str, Any] = yaml.safe_load(run.read_text()) if run is not None and run.is_file() else {}
+    for key, (section, name, default) in RUN_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, (saved.get(section) or {}).get(name, default))
+    return args

@@ -1,0 +1,221 @@
+"""The expected predictor: a point estimate of the model's price distribution after "Price is $".
+
+Tokenizers with one token per number 0-999 (Llama 3): the course's "improved" predictor, the
+top-K number tokens of the next-token distribution. Digit-level tokenizers (SmolLM2): a
+bounded breadth-first search over digit strings (`price_distributions`). The point estimate
+is the distribution's mean, its mean in log space or its median (`point_estimate`).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from typing import Any, Sequence
+
+from predict.base import OptionError, Prediction, Predictor
+from predict.batching import inference, left_padded_batches, model_device, progress
+from predict.registry import register
+
+ESTIMATES = ("mean", "log-mean", "median")
+# The digit search's defaults, top_m and max_digits: the width trades time for covered mass (see bench/RESULTS.md).
+SEARCH_WIDTH, SEARCH_DIGITS = 30, 4
+
+
+def number_tokens(tokenizer: Any) -> tuple[str, dict[int, int]]:
+    """How the tokenizer writes prices after "Price is $": ("triples", {id: 0..999}) or ("digits", {id: 0..9}).
+
+    Probed by encoding "Price is $" + n for every n in 0-999: one token each (Llama 3) is
+    "triples"; one token per digit (SmolLM2) is "digits". Anything else is a ValueError.
+    """
+    from data.prompts import PREFIX
+
+    head = tokenizer.encode(PREFIX, add_special_tokens=False)
+    tails = []
+    for n in range(1000):
+        ids = tokenizer.encode(PREFIX + str(n), add_special_tokens=False)
+        tails.append(ids[len(head):] if ids[:len(head)] == head else None)
+    if all(t is not None and len(t) == 1 for t in tails) and len({t[0] for t in tails}) == 1000:
+        return "triples", {t[0]: n for n, t in enumerate(tails)}
+    digit_ids = [t[0] if t is not None and len(t) == 1 else None for t in tails[:10]]
+    if None not in digit_ids and len(set(digit_ids)) == 10 and all(
+            t == [digit_ids[int(c)] for c in str(n)] for n, t in enumerate(tails)):
+        return "digits", {tid: d for d, tid in enumerate(digit_ids)}
+    name = getattr(tokenizer, "name_or_path", "this tokenizer")
+    raise ValueError(f"{name} writes numbers neither as one token per 0-999 nor one token per digit; "
+                     "use --predictor greedy")
+
+
+def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
+                        top_k: int = 20, max_digits: int = SEARCH_DIGITS, top_m: int = SEARCH_WIDTH,
+                        min_prob: float = 1e-4) -> list[dict[int, float]]:
+    """Per prompt, {price: probability} for the prices the model may write after "Price is $".
+
+    "triples" tokenizers: the top_k number tokens of the next-token distribution (the course's
+    improved predictor, which read a single token). "digits" tokenizers: a breadth-first search
+    over digit strings where P("123") = P(1) P(2|1) P(3|12) P(stop|123), "stop" being any
+    token that is not a digit (".", eos, ...). Level by level, each prompt keeps its top_m
+    prefixes whose probability is at least min_prob; every kept prefix costs one batched
+    one-token forward pass on the KV cache, whose rows are copied from the parent prefix.
+    A leading "0" is only the price 0. The bound: prices 0 to 10**max_digits - 1, at most
+    top_m * max_digits prefixes per prompt; mass outside the search is left out, so the
+    probabilities sum to the mass the search covered (<= 1), and `point_estimate` renormalises.
+    """
+    from transformers import DynamicCache
+
+    from utils.compat import cache_keyword
+
+    kind, values = number_tokens(tokenizer)
+    dists: list[dict[int, float]] = [{} for _ in prompts]
+    with inference(model), progress(len(prompts), f"expected ({kind})") as bar:
+        for idx, ids, mask in left_padded_batches(tokenizer, prompts, batch_size, model_device(model)):
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            # Only the digit search continues from the prompt, so only it needs the cache.
+            cache = DynamicCache(config=model.config) if kind == "digits" else None
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=cache is not None,
+                        logits_to_keep=1, **{cache_keyword(): cache})
+            probs = out.logits[:, -1, :].float().softmax(-1)
+            if kind == "triples":
+                found = _top_numbers(probs, values, top_k)
+            else:
+                found = _digit_search(model, cache, mask, probs, values, max_digits, top_m, min_prob)
+            for row, i in enumerate(idx):
+                dists[i] = found[row]
+            bar.update(len(idx))
+    return dists
+
+
+def _top_numbers(probs: Any, number_values: dict[int, int], top_k: int) -> list[dict[int, float]]:
+    """The top_k number tokens of each row's next-token distribution, as {number: probability}."""
+    import torch
+
+    token_ids = torch.tensor(list(number_values), device=probs.device)
+    top = probs[:, token_ids].topk(min(top_k, len(token_ids)), dim=-1)
+    return [{number_values[int(token_ids[j])]: float(p) for p, j in zip(top.values[row], top.indices[row])}
+            for row in range(probs.shape[0])]
+
+
+def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: dict[int, int],
+                  max_digits: int, top_m: int, min_prob: float) -> list[dict[int, float]]:
+    """The breadth-first digit search of `price_distributions` for one batch; `cache` is updated in place."""
+    import torch
+
+    from utils.compat import cache_keyword
+
+    batch = mask.shape[0]
+    digit_ids = torch.tensor(sorted(digit_values, key=digit_values.get), device=mask.device)
+    found: list[dict[int, float]] = [{} for _ in range(batch)]
+    # A node is one row of the cache: (prompt row, digit string, path probability).
+    nodes = [(b, "", 1.0) for b in range(batch)]
+    for depth in range(max_digits + 1):
+        digit_probs = probs[:, digit_ids].double().cpu()
+        children: list[list[tuple[float, int, str]]] = [[] for _ in range(batch)]
+        for r, (b, prefix, p) in enumerate(nodes):
+            if prefix:
+                value = int(prefix)
+                found[b][value] = found[b].get(value, 0.0) + p * max(0.0, 1.0 - float(digit_probs[r].sum()))
+            if depth == max_digits or prefix == "0":
+                continue
+            for d in range(10):
+                q = p * float(digit_probs[r, d])
+                if q >= min_prob and q > 0:
+                    children[b].append((q, r, prefix + str(d)))
+        chosen = [c for per_prompt in children for c in sorted(per_prompt, reverse=True)[:top_m]]
+        if not chosen:
+            break
+        parents = torch.tensor([r for _, r, _ in chosen], device=mask.device)
+        cache.reorder_cache(parents)
+        mask = torch.cat([mask[parents], mask.new_ones((len(chosen), 1))], dim=1)
+        step = torch.tensor([[int(digit_ids[int(s[-1])])] for _, _, s in chosen], device=mask.device)
+        out = model(input_ids=step, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                    use_cache=True, **{cache_keyword(): cache})
+        probs = out.logits[:, -1, :].float().softmax(-1)
+        nodes = [(nodes[r][0], s, q) for q, r, s in chosen]
+    return found
+
+
+def point_estimate(dist: dict[int, float], how: str = "mean") -> float | None:
+    """One price from a {price: probability} distribution renormalised to its mass; None when it is empty.
+
+    - "mean":     sum(p * v) / mass, the expected price (it minimises the expected squared error).
+    - "log-mean": exp(sum(p * log(1 + v)) / mass) - 1, the mean in log space (it minimises the
+                  expected squared log error, the term RMSLE averages).
+    - "median":   the lower weighted median, the smallest price whose cumulative probability
+                  reaches half the mass. A tie (exactly half the mass at or below a price, to a
+                  relative 1e-9) takes that lower price, not a midpoint: {9: .5, 99: .5} gives 9.
+    """
+    if how not in ESTIMATES:
+        raise ValueError(f"unknown estimate {how!r}: pick one of {', '.join(ESTIMATES)}")
+    mass = sum(dist.values())
+    if mass <= 0:
+        return None
+    if how == "mean":
+        return sum(v * p for v, p in dist.items()) / mass
+    if how == "log-mean":
+        return math.expm1(sum(math.log1p(v) * p for v, p in dist.items()) / mass)
+    cumulative = 0.0
+    for value in sorted(dist):
+        cumulative += dist[value]
+        if cumulative >= mass / 2 * (1 - 1e-9):
+            return float(value)
+    return float(max(dist))   # reached only through NaN probabilities
+
+
+def predict_expected(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
+                     how: str = "mean", **search: Any) -> list[float | None]:
+    """The `how` point estimate per prompt of the model's distribution (see `price_distributions`)."""
+    return [point_estimate(d, how) for d in price_distributions(model, tokenizer, prompts, batch_size, **search)]
+
+
+def search_record(dists: Sequence[dict[int, float]], width: int, digits: int) -> dict:
+    """What report.json says about the distributions: the digit search's bounds and the mean mass it covered."""
+    return {"search_width": width, "search_digits": digits,
+            "search_mass": statistics.fmean(sum(d.values()) for d in dists)}
+
+
+@register
+class ExpectedPredictor(Predictor):
+    """A point estimate (--estimate) of the model's price distribution after "Price is $"."""
+
+    name = "expected"
+    flags = ("--estimate", "--search-width", "--search-digits")
+
+    def __init__(self, estimate: str = "mean", search_width: int = SEARCH_WIDTH, search_digits: int = SEARCH_DIGITS):
+        if estimate not in ESTIMATES:
+            raise ValueError(f"unknown estimate {estimate!r}: pick one of {', '.join(ESTIMATES)}")
+        if search_width <= 0 or search_digits <= 0:
+            raise ValueError(f"search_width and search_digits must be positive, not {search_width}, {search_digits}")
+        self.estimate, self.search_width, self.search_digits = estimate, search_width, search_digits
+        self.distributions: list[dict[int, float]] = []   # the last predict()'s, for record() and callers
+
+    @classmethod
+    def add_options(cls, parser: Any) -> None:
+        """--estimate, --search-width, --search-digits (unset: None, so that other predictors can refuse them)."""
+        parser.add_argument("--estimate", choices=ESTIMATES,
+                            help="the distribution's point estimate (default mean)")
+        parser.add_argument("--search-width", type=int,
+                            help=f"digit tokenizers: prefixes kept per digit (default {SEARCH_WIDTH})")
+        parser.add_argument("--search-digits", type=int,
+                            help=f"digit tokenizers: digits of the longest price (default {SEARCH_DIGITS})")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExpectedPredictor:
+        """The predictor --estimate, --search-width and --search-digits describe, defaults filled in."""
+        for flag, value in (("--search-width", args.search_width), ("--search-digits", args.search_digits)):
+            if value is not None and value <= 0:
+                raise OptionError(f"{flag} must be positive")
+        return cls(args.estimate or "mean", args.search_width or SEARCH_WIDTH, args.search_digits or SEARCH_DIGITS)
+
+    def predict(self, prompts: Sequence[str], *, model: Any = None, tokenizer: Any = None, batch_size: int = 16,
+                train_prices: Sequence[float] = ()) -> list[Prediction]:
+        """The point estimate of each prompt's price distribution, with the probability mass the search covered."""
+        self.check_model(model, tokenizer)
+        self.distributions = price_distributions(model, tokenizer, prompts, batch_size,
+                                                 max_digits=self.search_digits, top_m=self.search_width)
+        return [Prediction(point_estimate(d, self.estimate), mass=sum(d.values())) for d in self.distributions]
+
+    def record(self) -> dict:
+        """estimate, search_width, search_digits, and (after predict) search_mass, the mean mass covered."""
+        settings = {"estimate": self.estimate, "search_width": self.search_width, "search_digits": self.search_digits}
+        if not self.distributions:
+            return settings
+        return {**settings, **search_record(self.distributions, self.search_width, self.search_digits)}

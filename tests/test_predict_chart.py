@@ -1,0 +1,19 @@
+"""predict/chart.py: the course's chart (points, axes) and its title."""
+from __future__ import annotations
+
+from predict.chart import chart_title, plot_chart
+
+
+def test_chart_points():
+    truths = [10.0, 100.0, 500.0, 40.0, 900.0]
+    guesses = [12.0, None, 100.0, 45.0, 1200.0]
+    fig = plot_chart(truths, guesses, "t")
+    (points,) = fig.axes[0].collections
+    assert len(points.get_offsets()) == 5
+    assert points.get_offsets()[1].tolist() == [100.0, 0.0]   # a failure is drawn at $0
+    assert fig.axes[0].get_xlim() == (0, 1200.0) and fig.axes[0].get_ylim() == (0, 1200.0)
+
+
+def test_chart_title_format():
+    m = {"avg_error": 1234.5, "rmsle": 0.876, "hit_rate": 0.4567}
+    assert chart_title("Llama", m) == "Llama: Error=$1,234.50 RMSLE=0.88 Hits=45.7%"

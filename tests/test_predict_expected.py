@@ -1,0 +1,189 @@
+"""predict/expected.py: point estimates by hand, the tokenizer probe, the distributions on hand-set logits and
+against uncached forward passes, and the predictor's report record."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import PROMPTS, dollar_id, make_bigram, token_id
+from predict.expected import (ESTIMATES, ExpectedPredictor, number_tokens, point_estimate, predict_expected,
+                              price_distributions)
+
+# ---------------------------------------------------------------- point estimates of a distribution
+
+LOG_MEAN_9_99_999 = 10 ** 1.75 - 1   # exp(.5 ln 10 + .25 ln 100 + .25 ln 1000) - 1 = 55.234...
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.4])   # 0.4: a search that covered 40% of the mass, renormalised
+def test_point_estimates_by_hand(scale):
+    dist = {9: 0.5 * scale, 99: 0.25 * scale, 999: 0.25 * scale}
+    assert point_estimate(dist, "mean") == pytest.approx(9 * 0.5 + 99 * 0.25 + 999 * 0.25)   # 279
+    assert point_estimate(dist, "log-mean") == pytest.approx(LOG_MEAN_9_99_999)
+    assert LOG_MEAN_9_99_999 == pytest.approx(55.2341325)
+    assert point_estimate(dist, "median") == 9.0   # a tie: exactly half the mass at 9 takes the lower price
+    assert point_estimate(dist) == point_estimate(dist, "mean")   # the mean is the default
+
+
+@pytest.mark.parametrize("dist, median", [
+    ({9: 0.3, 99: 0.3, 999: 0.4}, 99.0),
+    ({7: 0.6, 2: 0.3, 5: 0.1}, 7.0),          # unsorted keys: cumulative .3, .4, 1.0 over 2, 5, 7
+    ({1: 0.1, 2: 0.7, 3: 0.2, 4: 0.6}, 2.0),  # a tie, though .1 + .7 is 0.7999999999999999 < 1.6 / 2 in floats
+    ({3: 0.1, 4: 0.3, 5: 0.2}, 4.0),          # mass .6, half .3: .1 + .3 passes it at 4
+    ({42: 1e-6}, 42.0),
+])
+def test_weighted_median(dist, median):
+    assert point_estimate(dist, "median") == median
+
+
+def test_point_estimates_of_zero_and_empty():
+    assert point_estimate({0: 0.3, 3: 0.3}, "log-mean") == pytest.approx(1.0)   # exp(.5 ln 1 + .5 ln 4) - 1
+    for how in ESTIMATES:
+        assert point_estimate({}, how) is None
+        assert point_estimate({5: 0.0}, how) is None
+    assert point_estimate({}) is None
+    with pytest.raises(ValueError, match="unknown estimate 'mode'"):
+        point_estimate({1: 1.0}, "mode")
+
+
+def test_log_mean_at_most_mean_and_median_in_support():
+    """Jensen: the log-space mean never exceeds the mean; the median is always a price of the distribution."""
+    dist = {3: 0.05, 12: 0.2, 19: 0.3, 25: 0.1, 150: 0.15, 800: 0.05}
+    assert point_estimate(dist, "log-mean") < point_estimate(dist, "mean")
+    assert point_estimate(dist, "median") == 19.0   # cumulative .05, .25, .55 of .85: half is .425
+
+
+# ---------------------------------------------------------------- hand-set next-token distributions
+
+def digit_table(tok):
+    d = {str(i): token_id(tok, str(i)) for i in range(10)}
+    eos, dot = tok.eos_token_id, token_id(tok, ".")
+    return {
+        dollar_id(tok): {d["1"]: 0.5, d["2"]: 0.3, d["0"]: 0.2},
+        d["1"]: {d["5"]: 0.4, eos: 0.6},
+        d["5"]: {eos: 1.0},
+        d["2"]: {dot: 0.9, d["3"]: 0.1},
+        d["3"]: {d["3"]: 0.5, eos: 0.5},   # 3, 33, 333, ... : the 4-digit bound cuts the tail
+        d["0"]: {eos: 0.5, d["7"]: 0.5},   # "07" is not a price: only "0" counts
+    }
+
+
+# P(price) by hand from digit_table: P(1)=.5*.6, P(15)=.5*.4, P(2)=.3*.9, P(23)=.3*.1*.5, ...
+DIGIT_DIST = {1: 0.3, 15: 0.2, 2: 0.27, 23: 0.015, 233: 0.0075, 2333: 0.00375, 0: 0.1}
+DIGIT_MASS = 0.89625   # 1 - .0037 (5+ digits) - .1 ("07"): what the search covers
+
+
+def test_number_tokens_probe(tiny_tokenizer, tiny_tokenizer3):
+    kind, values = number_tokens(tiny_tokenizer)
+    assert kind == "digits" and sorted(values.values()) == list(range(10))
+    assert values[token_id(tiny_tokenizer, "7")] == 7
+    kind, values = number_tokens(tiny_tokenizer3)
+    assert kind == "triples" and sorted(values.values()) == list(range(1000))
+    assert values[token_id(tiny_tokenizer3, "417")] == 417
+
+
+def test_expected_digits_by_hand(tiny_llama, tiny_tokenizer):
+    model = make_bigram(tiny_llama, digit_table(tiny_tokenizer))
+    dists = price_distributions(model, tiny_tokenizer, PROMPTS, batch_size=2)
+    for dist in dists:
+        assert dist.keys() == DIGIT_DIST.keys()
+        for value, p in DIGIT_DIST.items():
+            assert dist[value] == pytest.approx(p, rel=1e-5, abs=1e-9)
+    expected = (0.3 * 1 + 0.2 * 15 + 0.27 * 2 + 0.015 * 23 + 0.0075 * 233 + 0.00375 * 2333) / DIGIT_MASS
+    guesses = predict_expected(model, tiny_tokenizer, PROMPTS, batch_size=2)
+    assert guesses == pytest.approx([expected] * 3, rel=1e-5)
+    assert expected == pytest.approx(16.38075, rel=1e-5)
+    log_mean = math.expm1(sum(p * math.log1p(v) for v, p in DIGIT_DIST.items()) / DIGIT_MASS)
+    assert predict_expected(model, tiny_tokenizer, PROMPTS[:2], how="log-mean") == pytest.approx(
+        [log_mean] * 2, rel=1e-5)
+    # Sorted: 0 (.1), 1 (.3, cumulative .4), 2 (.27, cumulative .67 >= half of .89625).
+    assert predict_expected(model, tiny_tokenizer, PROMPTS[:2], how="median") == [2.0, 2.0]
+
+
+def test_expected_digits_bounds(tiny_llama, tiny_tokenizer):
+    model = make_bigram(tiny_llama, digit_table(tiny_tokenizer))
+    # min_prob drops the prefix "2333" (path .0075); top_m=2 keeps "1" and "2" at the first digit, not "0".
+    (dist,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1], min_prob=0.01, top_m=2)
+    assert dist == pytest.approx({1: 0.3, 15: 0.2, 2: 0.27, 23: 0.015, 233: 0.0075})
+    (dist,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1], max_digits=2)
+    assert dist == pytest.approx({1: 0.3, 15: 0.2, 2: 0.27, 23: 0.015, 0: 0.1})
+
+
+def test_expected_triples_by_hand(tiny_llama3, tiny_tokenizer3):
+    tok = tiny_tokenizer3
+    table = {dollar_id(tok): {token_id(tok, "120"): 0.5, token_id(tok, "80"): 0.3, token_id(tok, "7"): 0.1,
+                              tok.eos_token_id: 0.1}}
+    model = make_bigram(tiny_llama3, table)
+    guesses = predict_expected(model, tok, PROMPTS, batch_size=2)
+    assert guesses == pytest.approx([(120 * 0.5 + 80 * 0.3 + 7 * 0.1) / 0.9] * 3, rel=1e-5)
+    guesses = predict_expected(model, tok, PROMPTS[:1], top_k=2)
+    assert guesses == pytest.approx([(120 * 0.5 + 80 * 0.3) / 0.8], rel=1e-5)
+
+
+def test_expected_none_when_no_price(tiny_llama, tiny_tokenizer):
+    model = make_bigram(tiny_llama, {dollar_id(tiny_tokenizer): {tiny_tokenizer.eos_token_id: 1.0}})
+    assert predict_expected(model, tiny_tokenizer, PROMPTS[:2]) == [None, None]
+
+
+def _brute_force_price_prob(model, tokenizer, prompt: str, price: int) -> float:
+    """P(price) from full forward passes over the unpadded prompt + digits, no cache."""
+    digit_ids = [token_id(tokenizer, str(d)) for d in range(10)]
+    ids = tokenizer(prompt)["input_ids"]
+    p = 1.0
+    with torch.no_grad():
+        for c in str(price) + "$":
+            probs = model(torch.tensor([ids])).logits[0, -1].double().softmax(-1)
+            if c == "$":
+                return p * (1 - float(probs[digit_ids].sum()))
+            p *= float(probs[digit_ids[int(c)]])
+            ids = ids + [digit_ids[int(c)]]
+
+
+def test_expected_digits_matches_uncached_forward(tiny_llama, tiny_tokenizer):
+    """On the random model, with padding and the cache copied per prefix, every P(price) is exact."""
+    dists = price_distributions(tiny_llama, tiny_tokenizer, PROMPTS, batch_size=2, max_digits=3, top_m=3,
+                                min_prob=0.0)
+    for prompt, dist in zip(PROMPTS, dists):
+        assert len(dist) == 3 + 3 + 3   # top_m prefixes of 1, 2 and 3 digits
+        for value, p in dist.items():
+            assert p == pytest.approx(_brute_force_price_prob(tiny_llama, tiny_tokenizer, prompt, value),
+                                      rel=1e-4)
+
+
+def test_expected_triples_matches_uncached_forward(tiny_llama3, tiny_tokenizer3):
+    _, values = number_tokens(tiny_tokenizer3)
+    dists = price_distributions(tiny_llama3, tiny_tokenizer3, PROMPTS, batch_size=2, top_k=5)
+    for prompt, dist in zip(PROMPTS, dists):
+        with torch.no_grad():
+            probs = tiny_llama3(tiny_tokenizer3(prompt, return_tensors="pt")["input_ids"]).logits[0, -1].softmax(-1)
+        number_probs = {v: float(probs[t]) for t, v in values.items()}
+        top = sorted(number_probs, key=number_probs.get, reverse=True)[:5]
+        assert dist == pytest.approx({v: number_probs[v] for v in top}, rel=1e-4)
+
+
+# ---------------------------------------------------------------- the predictor
+
+def test_expected_predictor_masses_and_record(tiny_llama, tiny_tokenizer):
+    """Each Prediction carries the mass its search covered; record() is what report.json says of the settings."""
+    model = make_bigram(tiny_llama, digit_table(tiny_tokenizer))
+    predictor = ExpectedPredictor(estimate="median", search_width=2, search_digits=3)
+    assert predictor.record() == {"estimate": "median", "search_width": 2, "search_digits": 3}   # before predict
+    predictions = predictor.predict(PROMPTS, model=model, tokenizer=tiny_tokenizer, batch_size=2)
+    # top_m=2 keeps "1" and "2" at the first digit (not "0"): 1, 15, 2, 23, 233 of DIGIT_DIST.
+    mass = 0.3 + 0.2 + 0.27 + 0.015 + 0.0075
+    assert [p.price for p in predictions] == [2.0] * 3   # cumulative .3 at 1, .57 at 2 >= half of .7925
+    assert [p.mass for p in predictions] == pytest.approx([mass] * 3, rel=1e-5)
+    record = predictor.record()
+    assert list(record) == ["estimate", "search_width", "search_digits", "search_mass"]
+    assert record["search_mass"] == pytest.approx(mass, rel=1e-5)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"estimate": "mode"}, "unknown estimate 'mode'"),
+    ({"search_width": 0}, "must be positive"),
+    ({"search_digits": -1}, "must be positive"),
+])
+def test_expected_predictor_refuses_bad_settings(options, message):
+    with pytest.raises(ValueError, match=message):
+        ExpectedPredictor(**options)
