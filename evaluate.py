@@ -2,14 +2,14 @@
 
     base (+ adapter) -> prompts of a split -> predictor -> metrics -> report.json, predictions.csv, chart.png
 
-The predictors come from predict's registry (`python evaluate.py --help` lists them with their
+The predictors come from predictors' registry (`python evaluate.py --help` lists them with their
 options); all are batched with left padding and the KV cache, and deterministic:
 - greedy:    generate a few tokens after "Price is $" and read the first number.
 - expected:  a point estimate (--estimate: mean, log-mean or median) of the model's price
-             distribution after "Price is $"; see predict/expected.py for the digit search.
+             distribution after "Price is $"; see predictors/expected.py for the digit search.
 - mean / median: constant baselines from the training split's prices.
 
-Metrics follow the course's Tester (predict/metrics.py): absolute error, RMSLE, and colours
+Metrics follow the course's Tester (predictors/metrics.py): absolute error, RMSLE, and colours
 green, orange and red. A reply with no number is scored as a guess of $0 and counted in `failures`.
 
     python evaluate.py --adapter runs/demo/adapter --data data/amazon-prices --out runs/demo/eval
@@ -22,9 +22,9 @@ import sys
 import time
 from typing import Sequence
 
-from predict import (OptionError, add_model_options, add_predictor_options, format_compare, format_summary,
-                     load_model, load_reports, model_name, pick_items, predictor_from_args, provenance, resolve_base,
-                     with_run_defaults, write_report)
+from predictors import (OptionError, add_model_options, add_predictor_options, format_compare, format_summary,
+                        load_model, load_reports, model_name, pick_items, predictor_from_args, provenance, resolve_base,
+                        with_run_defaults, write_report)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -137,7 +137,7 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
 
     # --- the loop: accumulate, clip, check, step, log, validate, checkpoint, stop.
     params = lora_parameters(model)
-    validate = Validator(accelerator, model, wrapped, val_examples, splits.val, collate, cfg)
+    validate = Validator(accelerator, model, wrapped, val_examples, splits, collate, cfg)
     log = RunLog(accelerator, cfg, out, total_steps, step)  # peak memory from here: training, not loading
     wrapped.train()
     last_saved = checkpoint

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from predict import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, add_model_options, load_model, model_name,
-                     pick_items, point_estimate, price_distributions, provenance, resolve_base, search_record,
-                     with_run_defaults, write_report)
+from predictors import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, add_model_options, load_model, model_name,
+                        pick_items, point_estimate, price_distributions, provenance, resolve_base, search_record,
+                        with_run_defaults, write_report)
 from utils.atomic import atomic_write
 
 SPLITS = ("pool", "balanced")

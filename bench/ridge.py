@@ -18,7 +18,7 @@ import numpy as np
 
 from data import load_items, split_items
 from data.splits import price_balanced_sample
-from predict import write_report
+from predictors import write_report
 
 
 def main() -> None:

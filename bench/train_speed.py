@@ -152,7 +152,7 @@ def parity(steps: int = 20) -> dict:
 def predict(n_items: int = 256, n_single: int = 16) -> dict:
     """items/s of the course's one-at-a-time generate vs pricer's batched greedy and expected predictors."""
     from data import load_items, split_items, test_prompt
-    from predict import predict_expected, predict_greedy, predict_one_at_a_time
+    from predictors import predict_expected, predict_greedy, predict_one_at_a_time
     from quant.tiny import tiny_tokenizer
 
     tokenizer = tiny_tokenizer("triples")  # single tokens for 0-999, like Llama 3

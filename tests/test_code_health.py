@@ -13,12 +13,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRY_SCRIPTS = ("train", "evaluate", "predict", "demo")
-SKIP = {".venv", "tests", "runs", ".git", ".device", ".whl", "wandb"}
+SKIP = {"tests", "runs", "wandb"}
 
 
 def sources() -> list[Path]:
     """Every Python file of the product and the benchmarks."""
-    return sorted(p for p in REPO.rglob("*.py") if not SKIP & set(p.relative_to(REPO).parts))
+    return sorted(p for p in REPO.rglob("*.py") if not any(
+        part in SKIP or part.startswith(".") for part in p.relative_to(REPO).parts))
 
 
 def functions(path: Path):

@@ -11,8 +11,8 @@ import pytest
 import bench.estimators as est
 import evaluate as ev
 from conftest import write_items
-from predict import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, compute_metrics, load_model, pick_items, point_estimate,
-                     predictor_from_args, price_distributions)
+from predictors import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, compute_metrics, load_model, pick_items, point_estimate,
+                        predictor_from_args, price_distributions)
 
 
 @pytest.fixture(scope="module")

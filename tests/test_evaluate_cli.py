@@ -15,7 +15,7 @@ import evaluate as ev
 from conftest import write_items
 from data import load_items, split_items
 from lora import LoRAConfig, inject_lora, lora_layers, save_adapter
-from predict import pick_items, predict_expected
+from predictors import pick_items, predict_expected
 from quant.tiny import build_tiny_llama
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

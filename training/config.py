@@ -156,6 +156,12 @@ def check_ranges(cfg: Config) -> None:
                 raise ConfigError(f"{section}.{f.name} must be in {valid}, got {value!r} ({f.metadata['help']})")
 
 
+def _predictors() -> list[str]:
+    from predictors import PREDICTORS
+
+    return list(PREDICTORS)
+
+
 def validate(cfg: Config) -> None:
     """Refuse a config whose values cannot work together, before any model or data loads."""
     lora_config_of(cfg)
@@ -173,6 +179,8 @@ def validate(cfg: Config) -> None:
          "evaluate.py on the saved adapter"),
         (t.distributed != "fsdp" or not t.cuda_graphs,
          "train.cuda_graphs does not work with fsdp (its all-gathers run outside the graph); use ddp or allreduce"),
+        (t.price_predictor in _predictors(),
+         f"train.price_predictor must be one of {', '.join(_predictors())}, got {t.price_predictor!r}"),
         (t.distributed != "fsdp" or not t.compile,
          "train.compile is not supported with fsdp (untested with its flat parameters); use ddp or allreduce"),
     ]

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from data import CompletionCollator, Item, test_prompt
+from data import CompletionCollator, Splits, test_prompt
 from training.config import Config
 from training.errors import ConfigError
 from training.loss import completion_loss_sum
@@ -23,12 +23,12 @@ class Validator:
     """
 
     def __init__(self, accelerator, model: nn.Module, wrapped: Wrapped, examples: list[dict[str, str]],
-                 items: list[Item], collate: CompletionCollator, cfg: Config) -> None:
+                 splits: Splits, collate: CompletionCollator, cfg: Config) -> None:
         if cfg.train.eval_every and not examples:
             raise ConfigError("train.eval_every is set but the validation split is empty: "
                               "raise data.val_fraction or set train.eval_every 0")
         self.accelerator, self.model, self.wrapped = accelerator, model, wrapped
-        self.examples, self.items, self.collate, self.cfg = examples, items, collate, cfg
+        self.examples, self.splits, self.collate, self.cfg = examples, splits, collate, cfg
 
     def _batch(self, examples: list[dict[str, str]]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.accelerator.device) for k, v in self.collate(examples).items()}
@@ -58,15 +58,16 @@ class Validator:
 
     def price_metrics(self) -> dict[str, float]:
         """The price metric on the first price_eval_items validation items (left-padded, eval mode, eager)."""
-        from predict import compute_metrics, get_predictor
+        from predictors import compute_metrics, get_predictor
 
-        items = self.items[: self.cfg.train.price_eval_items]
+        items = self.splits.val[: self.cfg.train.price_eval_items]
         tokenizer = self.collate.tokenizer
         prompts = [test_prompt(it, tokenizer, self.cfg.data.max_text_tokens) for it in items]
         # Eagerly: compiled layers (train.compile) would recompile at every generated length.
         with self.accelerator.autocast(), torch.compiler.set_stance("force_eager"):
             predictions = get_predictor(self.cfg.train.price_predictor).predict(
-                prompts, model=self.model, tokenizer=tokenizer, batch_size=self.cfg.train.batch_size)
+                prompts, model=self.model, tokenizer=tokenizer, batch_size=self.cfg.train.batch_size,
+                train_prices=[it.price for it in self.splits.train])
         metrics = compute_metrics([it.price for it in items], [p.price for p in predictions])
         return {f"val_{k}": float(metrics[k]) for k in ("rmsle", "hit_rate", "avg_error")}
 

@@ -1,7 +1,7 @@
-"""predict/chart.py: the course's chart (points, axes) and its title."""
+"""predictors/chart.py: the course's chart (points, axes) and its title."""
 from __future__ import annotations
 
-from predict.chart import chart_title, plot_chart
+from predictors.chart import chart_title, plot_chart
 
 
 def test_chart_points():

@@ -1,9 +1,9 @@
-"""predict/batching.py: left padding, grouping by length, and the caller's train/eval mode kept."""
+"""predictors/batching.py: left padding, grouping by length, and the caller's train/eval mode kept."""
 from __future__ import annotations
 
 import torch
 
-from predict.batching import inference, left_padded_batches
+from predictors.batching import inference, left_padded_batches
 
 
 def test_left_padded_batches(tiny_tokenizer):

@@ -1,9 +1,9 @@
-"""predict/report.py: the three files of a report, written whole."""
+"""predictors/report.py: the three files of a report, written whole."""
 from __future__ import annotations
 
 import json
 
-from predict.report import write_report
+from predictors.report import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,11 +1,11 @@
-"""predict/metrics.py: the course's colours at their edges and the metrics, by hand."""
+"""predictors/metrics.py: the course's colours at their edges and the metrics, by hand."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from predict.metrics import colour_for, compute_metrics
+from predictors.metrics import colour_for, compute_metrics
 
 
 @pytest.mark.parametrize("error, truth, colour", [

@@ -12,9 +12,9 @@ import math
 import statistics
 from typing import Any, Sequence
 
-from predict.base import OptionError, Prediction, Predictor
-from predict.batching import inference, left_padded_batches, model_device, progress
-from predict.registry import register
+from predictors.base import OptionError, Prediction, Predictor
+from predictors.batching import inference, left_padded_batches, model_device, progress
+from predictors.registry import register
 
 ESTIMATES = ("mean", "log-mean", "median")
 # The digit search's defaults, top_m and max_digits: the width trades time for covered mass (see bench/RESULTS.md).

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import IO, Any, Sequence
 
-from predict.chart import chart_title, plot_chart
-from predict.metrics import colour_for, compute_metrics
+from predictors.chart import chart_title, plot_chart
+from predictors.metrics import colour_for, compute_metrics
 from utils.atomic import atomic_write
 
 

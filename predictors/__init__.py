@@ -1,7 +1,7 @@
 """Predictors behind one registry (greedy, expected, the mean and median baselines), their metrics,
 reports and charts, and the batching the model predictors share.
 
-    from predict import get_predictor
+    from predictors import get_predictor
     predictor = get_predictor("expected", estimate="median")         # or "greedy", "mean", ...
     prices = [p.price for p in predictor.predict(prompts, model=model, tokenizer=tokenizer)]
 
@@ -9,19 +9,19 @@ A predictor is a `Predictor` subclass in a file of its own, decorated with `@reg
 importing its file below is what registers it, and the order of these imports is the order
 evaluate.py lists them in (greedy first: the default).
 """
-from predict.base import OptionError, Prediction, Predictor
-from predict.registry import PREDICTORS, get_predictor, register
+from predictors.base import OptionError, Prediction, Predictor
+from predictors.registry import PREDICTORS, get_predictor, register
 
-from predict.greedy import GreedyPredictor, extract_price, greedy_tokens, predict_greedy, predict_one_at_a_time
-from predict.expected import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, ExpectedPredictor, number_tokens,
-                              point_estimate, predict_expected, price_distributions, search_record)
-from predict.baselines import MeanBaseline, MedianBaseline, constant_prediction
+from predictors.greedy import GreedyPredictor, extract_price, greedy_tokens, predict_greedy, predict_one_at_a_time
+from predictors.expected import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, ExpectedPredictor, number_tokens,
+                                 point_estimate, predict_expected, price_distributions, search_record)
+from predictors.baselines import MeanBaseline, MedianBaseline, constant_prediction
 
-from predict.chart import chart_title, plot_chart
-from predict.cli import RUN_DEFAULTS, add_model_options, add_predictor_options, predictor_from_args, with_run_defaults
-from predict.metrics import BUCKETS, colour_for, compute_metrics
-from predict.report import format_compare, format_summary, load_reports, write_report
-from predict.run import load_model, model_name, pick_items, provenance, resolve_base
+from predictors.chart import chart_title, plot_chart
+from predictors.cli import RUN_DEFAULTS, add_model_options, add_predictor_options, predictor_from_args, with_run_defaults
+from predictors.metrics import BUCKETS, colour_for, compute_metrics
+from predictors.report import format_compare, format_summary, load_reports, write_report
+from predictors.run import load_model, model_name, pick_items, provenance, resolve_base
 
 __all__ = [
     "BUCKETS", "ESTIMATES", "ExpectedPredictor", "GreedyPredictor", "MeanBaseline", "MedianBaseline", "OptionError",

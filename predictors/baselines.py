@@ -4,8 +4,8 @@ from __future__ import annotations
 import statistics
 from typing import Any, Sequence
 
-from predict.base import Prediction, Predictor
-from predict.registry import register
+from predictors.base import Prediction, Predictor
+from predictors.registry import register
 
 
 def constant_prediction(train_prices: Sequence[float], kind: str) -> float:

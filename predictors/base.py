@@ -27,7 +27,7 @@ class OptionError(ValueError):
 
 
 class Predictor:
-    """A way to price prompts that end in "Price is $". Subclass it in a file of predict/ and `@register` it.
+    """A way to price prompts that end in "Price is $". Subclass it in a file of predictors/ and `@register` it.
 
     The first line of a subclass's docstring is its description in `evaluate.py --help`.
     """

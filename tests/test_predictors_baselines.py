@@ -1,10 +1,10 @@
-"""predict/baselines.py: the mean and median of the training prices, by hand."""
+"""predictors/baselines.py: the mean and median of the training prices, by hand."""
 from __future__ import annotations
 
 import pytest
 
-from predict.base import Prediction
-from predict.baselines import MeanBaseline, MedianBaseline, constant_prediction
+from predictors.base import Prediction
+from predictors.baselines import MeanBaseline, MedianBaseline, constant_prediction
 
 
 def test_constant_prediction():

@@ -2,14 +2,14 @@
 
 evaluate.py takes its --predictor choices and each predictor's options from here, and any
 other caller (train.py's validation price metric, bench/) builds a predictor by name with
-`get_predictor`. A new predictor is one file of predict/ whose class is decorated with
-`@register`, plus its import line in predict/__init__.py.
+`get_predictor`. A new predictor is one file of predictors/ whose class is decorated with
+`@register`, plus its import line in predictors/__init__.py.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from predict.base import Predictor
+from predictors.base import Predictor
 
 PREDICTORS: dict[str, type[Predictor]] = {}
 

@@ -5,9 +5,9 @@ import argparse
 import re
 from typing import Any, Sequence
 
-from predict.base import Prediction, Predictor
-from predict.batching import inference, left_padded_batches, model_device, progress
-from predict.registry import register
+from predictors.base import Prediction, Predictor
+from predictors.batching import inference, left_padded_batches, model_device, progress
+from predictors.registry import register
 
 _NUMBER = re.compile(r"\d*\.\d+|\d+")
 

@@ -1,4 +1,4 @@
-"""predict/expected.py: point estimates by hand, the tokenizer probe, the distributions on hand-set logits and
+"""predictors/expected.py: point estimates by hand, the tokenizer probe, the distributions on hand-set logits and
 against uncached forward passes, and the predictor's report record."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import PROMPTS, dollar_id, make_bigram, token_id
-from predict.expected import (ESTIMATES, ExpectedPredictor, number_tokens, point_estimate, predict_expected,
-                              price_distributions)
+from predictors.expected import (ESTIMATES, ExpectedPredictor, number_tokens, point_estimate, predict_expected,
+                                 price_distributions)
 
 # ---------------------------------------------------------------- point estimates of a distribution
 

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from predict.base import OptionError, Predictor
-from predict.registry import PREDICTORS
+from predictors.base import OptionError, Predictor
+from predictors.registry import PREDICTORS
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""predict/registry.py: predictors by name, and a new one offered by evaluate.py from its class and one line."""
+"""predictors/registry.py: predictors by name, and a new one offered by evaluate.py from its class and one line."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,7 @@ import pytest
 
 import evaluate as ev
 from conftest import PROMPTS, write_items
-from predict import PREDICTORS, Prediction, Predictor, get_predictor, predict_expected, predict_greedy, register
+from predictors import PREDICTORS, Prediction, Predictor, get_predictor, predict_expected, predict_greedy, register
 
 
 class SevenDollars(Predictor):

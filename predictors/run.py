@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from predict.batching import model_device
-from predict.registry import baseline_names
+from predictors.batching import model_device
+from predictors.registry import baseline_names
 
 
 def pick_items(args: argparse.Namespace) -> tuple[list, list[float]]:

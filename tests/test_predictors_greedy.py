@@ -1,13 +1,13 @@
-"""predict/greedy.py: price extraction, the greedy loop against generate, the predictor on hand-set logits."""
+"""predictors/greedy.py: price extraction, the greedy loop against generate, the predictor on hand-set logits."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from conftest import PROMPTS, dollar_id, make_bigram, token_id
-from predict.base import Prediction
-from predict.batching import left_padded_batches
-from predict.greedy import GreedyPredictor, extract_price, greedy_tokens, predict_greedy, predict_one_at_a_time
+from predictors.base import Prediction
+from predictors.batching import left_padded_batches
+from predictors.greedy import GreedyPredictor, extract_price, greedy_tokens, predict_greedy, predict_one_at_a_time
 
 
 @pytest.mark.parametrize("reply, price", [

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from predict.metrics import colour_for
+from predictors.metrics import colour_for
 
 
 def chart_title(title: str, metrics: dict) -> str:
