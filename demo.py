@@ -53,7 +53,7 @@ def main() -> None:
          ["evaluate.py", "--base", "smollm2-135m", *sample, "--out", str(out / "base")])
     step("2/4 constant baseline (training median)",
          ["evaluate.py", "--predictor", "median", *sample, "--out", str(out / "median")])
-    step("3/4 QLoRA training", ["train.py", "--config", args.config, "--output_dir", str(out / "run")])
+    step("3/4 QLoRA training", ["train.py", "--config", args.config, "--output_dir", str(out / "run"), "--overwrite"])
     step("4/4 fine-tuned adapter",
          ["evaluate.py", "--adapter", str(out / "run" / "adapter"), *sample, "--out", str(out / "finetuned")])
     reports = [out / "median", out / "base", out / "finetuned"]
