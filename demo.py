@@ -8,7 +8,7 @@
 5. print the side-by-side table (and the shipped GPU adapter's committed report for scale).
 
 Each step is the same command a researcher would type (train.py, evaluate.py); the demo
-only runs them in order. On a 2-core CPU it takes about 17 minutes (16.6 measured); with a GPU, a few.
+only runs them in order. The README gives its time on a 2-core CPU; with a GPU it takes a few minutes.
 """
 from __future__ import annotations
 

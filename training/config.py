@@ -93,7 +93,7 @@ class TrainConfig:
     weight_decay: float = knob(0.0, "AdamW weight decay", "[0, inf)")
     max_grad_norm: float = knob(1.0, "clip the global gradient norm to this (0: no clipping)", "[0, inf)")
     loraplus_ratio: float = knob(1.0, "LoRA+: B's lr = lr x ratio (1: off)", "(0, inf)")
-    gradient_checkpointing: bool = knob(False, "recompute activations in backward: less memory, ~30% slower")
+    gradient_checkpointing: bool = knob(False, "recompute activations in backward: less memory, slower steps")
     cuda_graphs: bool = knob(False, "capture forward+backward once as CUDA graphs and replay them (GPU)")
     compile: bool = knob(False, "torch.compile each decoder layer (fuses the work between matmuls)")
     distributed: Literal["ddp", "allreduce", "fsdp"] = knob("ddp", "how several processes share the work")
