@@ -97,3 +97,66 @@ def test_help_lists_every_key_with_type_default_and_description(capsys):
         train.parse_args(["--help"])
     assert exit_.value.code == 0
     assert "--train.max_grad_norm" in capsys.readouterr().out
+
+
+def _out_of_range(interval: str) -> list[str]:
+    """Values just outside `interval` ("[1, inf)", "(0, 1)", "{4, 8, 16}"), plus inf/nan where finite is needed."""
+    if interval.startswith("{"):
+        return [str(max(float(v) for v in interval.strip("{}").split(",")) + 1), "3"]
+    low, high = (float(v) for v in interval[1:-1].split(","))
+    values = [str(low if interval[0] == "(" else low - 1)]
+    values.append("inf" if high == float("inf") and interval[-1] == ")" else str(high if interval[-1] == ")" else
+                                                                                 high + 1))
+    return values + ["nan"]
+
+
+def _numeric_keys():
+    for section, cls in config_module.sections().items():
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("valid"):
+                yield f"{section}.{f.name}", f.metadata["valid"]
+
+
+@pytest.mark.parametrize("key, interval", list(_numeric_keys()))
+def test_every_numeric_key_refuses_values_outside_its_range(key, interval, capsys):
+    """Before any model loads: train.main fails with one line naming the key (its range, or its type for
+    an integer key given inf or nan)."""
+    for value in _out_of_range(interval):
+        assert train.main(["--config", str(TINY), f"--{key}", value]) == 2, (key, value)
+        err = capsys.readouterr().err.strip()
+        # LoRAConfig checks its own fields first, in its own words ("lora: LoRA rank r must be ...").
+        named = err.startswith(f"error: {key} must be ") or key.startswith("lora.") and err.startswith("error: lora: ")
+        assert named and "\n" not in err, (key, value, err)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--train.max_grad_norm", "-1"], "train.max_grad_norm must be in [0, inf), got -1.0"),
+    (["--train.warmup_steps", "-5"], "train.warmup_steps must be in [0, inf), got -5"),
+    (["--train.save_every", "-1"], "train.save_every must be in [0, inf), got -1"),
+    (["--train.lr", "inf"], "train.lr must be in (0, inf), got inf"),
+    (["--data.val_fraction", "1.5"], "data.val_fraction must be in [0, 1), got 1.5"),
+    (["--data.limit", "-3"], "data.limit must be in [1, inf), got -3"),
+    (["--data.val_fraction", "0.5", "--data.test_fraction", "0.5"], "must be below 1"),
+    (["--lora.target_modules", "["], "lora: target_modules '[' is not a valid regex"),
+    (["--train.price_predictor", "oracle"], "train.price_predictor must be one of greedy, expected"),
+])
+def test_the_reported_bad_values_are_refused_in_one_line(argv, message, capsys):
+    assert train.main(["--config", str(TINY), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("rows, why", [
+    ("", "no items left to train on"),
+    ("name,cost\nwidget,3\n", "no items left to train on"),
+    ('{"title": "A drill", "text": "A cordless drill", "price": "abc"}\n', "no items left to train on"),
+])
+def test_no_usable_items_is_one_line_before_the_model_loads(tmp_path, capsys, rows, why):
+    data = tmp_path / ("items.csv" if rows.startswith("name") else "items.jsonl")
+    data.write_text(rows)
+    out = tmp_path / "run"
+    # The model name does not exist: the data must fail first, or this would be a model error.
+    assert train.main(["--config", str(TINY), "--data.source", str(data), "--model.name", str(tmp_path / "none"),
+                       "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and why in err and str(data) in err

@@ -91,7 +91,8 @@ def save_checkpoint(accelerator, root: Path, step: int, model, optimizer, schedu
     except (OSError, SafetensorError, RuntimeError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         last = _steps(root)
-        raise CheckpointError(f"could not save checkpoint {final} ({_first_line(e)}); free disk space and continue "
+        why = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)[-120:]
+        raise CheckpointError(f"could not save checkpoint {final} ({why}); check free disk space, then continue "
                               f"with --resume latest (the last saved checkpoint is {last[-1] if last else 'none'})"
                               ) from None
     if accelerator.is_main_process:
@@ -120,9 +121,9 @@ def _load_pt(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
         raise CheckpointError(f"{path} is missing")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError:
         raise CheckpointError(f"{path} holds objects other than tensors and numbers; refused, since loading it "
-                              f"could run code ({_first_line(e)[:120]})") from None
+                              "could run code (torch.load weights_only)") from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise CheckpointError(f"{path} is damaged ({_first_line(e)[:160]})") from None
 
@@ -160,8 +161,8 @@ def verify(checkpoint: Path, fingerprint: dict[str, Any] | None = None) -> dict[
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
         raise CheckpointError(f"{checkpoint}/rng.json or rng.safetensors is damaged ({_first_line(e)})") from None
     saved = state.get("data")
-    same = [k for k in ("items", "split")]
-    if fingerprint is not None and isinstance(saved, dict) and any(saved.get(k) != fingerprint.get(k) for k in same):
+    if fingerprint is not None and isinstance(saved, dict) and any(
+            saved.get(k) != fingerprint.get(k) for k in ("items", "split")):
         raise ConfigError(f"checkpoint {checkpoint} was trained on other data ({_describe(saved)}) than this run "
                           f"has ({_describe(fingerprint)}); resume with the same data settings or start a new run")
     return state

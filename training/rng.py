@@ -44,9 +44,9 @@ def save(states: list[dict[str, Any]], folder: Path) -> None:
     """Write every process's state into folder/rng.json and folder/rng.safetensors."""
     tensors, plain = {}, []
     for rank, state in enumerate(states):
-        tensors[f"{rank}.torch"] = state["torch"]
+        tensors[f"{rank}.torch"] = state["torch"].clone()
         for i, t in enumerate(state.get("cuda", [])):
-            tensors[f"{rank}.cuda.{i}"] = t
+            tensors[f"{rank}.cuda.{i}"] = t.clone()
         plain.append({"python": state["python"], "numpy": state["numpy"], "cuda": len(state.get("cuda", []))})
     save_file(tensors, folder / "rng.safetensors")
     atomic_write_text(folder / "rng.json", json.dumps(plain))
