@@ -3,6 +3,7 @@
     python train.py --config configs/demo.yaml [--train.lr 2e-4 ...] [--resume latest|PATH] [--overwrite]
     accelerate launch --num_processes 2 train.py --config configs/llama31-8b.yaml
     python train.py --help                      # every config key with its default, range and meaning
+    python train.py --config configs/demo.yaml --print-config    # the config it would run, then exit
 
 The recipe, top to bottom like nanoGPT's: config -> accelerator -> data -> base model (quant/) ->
 LoRA (lora/) -> wrapping -> optimizer and schedule -> the loop -> <output_dir>/adapter/ (peft
@@ -32,14 +33,13 @@ from lora import AdapterError, LoRALinear, check_trainable, inject_lora, load_ad
 from lora.inject import parameter_counts
 from quant import (ModelError, check_projections, format_memory_report, load_base_model, memory_report,
                    prepare_for_kbit_training)
-from training import (CheckpointError, CompletionLossModel, Config, ConfigError, CudaGraphLoss, RunLog, StepBatches,
+from training import (AdapterSaver, BestKeeper, CheckpointError, CompletionLossModel, Config, ConfigError, CudaGraphLoss, RunLog, StepBatches,
                       StopFlag, TrainingDiverged, TrainingInterrupted, Validator, accumulate_gradients,
                       build_optimizer, build_scheduler, claim_output_dir, clip_gradients, compile_decoder_layers,
                       completion_loss_sum, config_yaml, examples_of, load_splits, lora_config_of, make_accelerator,
                       parse_args, peak_memory_mb, pick_checkpoint, resolve, restore, save_checkpoint,
-                      save_final_adapter, truncate_metrics, wrap_for_processes)
+                      truncate_metrics, wrap_for_processes, write_run_files)
 from training.loss import LossFn
-from utils.atomic import atomic_write_text
 
 
 def add_adapter(model: torch.nn.Module, cfg: Config, checkpoint: Path | None, layer_class: type[LoRALinear]) -> None:
@@ -93,8 +93,7 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
     checkpoint, state = pick_checkpoint(resume, out, fingerprint, say) if resume else (None, None)
     cfg = resolve(cfg, world, accelerator.device.type, state, checkpoint, say=say)
     t = cfg.train
-    if accelerator.is_main_process:
-        atomic_write_text(out / "config.yaml", config_yaml(cfg))
+    write_run_files(out, cfg, accelerator)
 
     # --- base model (frozen, maybe 4-bit) and tokenizer, on this process's device.
     set_seed(t.seed)
@@ -129,20 +128,22 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
     optimizer = accelerator.prepare_optimizer(optimizer)
     step = state["step"] if state else 0
     if checkpoint:
-        say(restore(checkpoint, state, optimizer, scheduler, accelerator, wrapped.fsdp is not None, t.seed))
+        say(restore(checkpoint, state, optimizer, scheduler, accelerator, wrapped.fsdp is not None, t.seed, out))
     else:
         set_seed(t.seed + rank)  # dropout differs per process; the LoRA init above was shared
     if accelerator.is_main_process:
         truncate_metrics(out / "metrics.jsonl", step)
 
-    # --- the loop: accumulate, clip, check, step, log, validate, checkpoint, stop.
+    # --- the loop: accumulate, clip, check, step, log, validate (keep the best, stop early), checkpoint, stop.
     params = lora_parameters(model)
     validate = Validator(accelerator, model, wrapped, val_examples, splits, collate, cfg)
+    save_adapter_as = AdapterSaver(accelerator, model, out, cfg, wrapped.fsdp, fingerprint)
+    best = BestKeeper(cfg, save_adapter_as, state and state.get("best"), say)
     log = RunLog(accelerator, cfg, out, total_steps, step)  # peak memory from here: training, not loading
     wrapped.train()
-    last_saved = checkpoint
+    last_saved, stop_early = checkpoint, False
     with StopFlag() as stop, log:
-        while step < total_steps:
+        while step < total_steps and not stop_early:
             started = time.time()
             micro = [{k: v.to(accelerator.device) for k, v in b.items()} for b in batches(step)]
             loss_sum, n_tok = accumulate_gradients(accelerator, wrapped.step_model, micro, wrapped.allreduce)
@@ -155,22 +156,21 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
-            tokens = accelerator.reduce(sum(b["attention_mask"].sum() for b in micro).float(), "sum")
-            record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                      "tokens_per_s": float(tokens) / (time.time() - started), "peak_mem_mb": peak_memory_mb()}
+            record = log.record(step, loss, lr, grad_norm, micro, started)
             if t.eval_every and step % t.eval_every == 0:
                 record |= validate()
+                stop_early = best.update(record)
             log.write(record)
             stopping = stop.raised(accelerator)
             if (t.save_every and step % t.save_every == 0) or stopping:
-                position = {**batches.position(step), "distributed": t.distributed, "data": fingerprint}
+                position = {**batches.position(step), "data": fingerprint, "best": best.state()}
                 save_checkpoint(accelerator, out / "checkpoints", step, model, optimizer, scheduler, position, cfg,
                                 wrapped.fsdp)
                 last_saved = out / "checkpoints" / f"step-{step}"
             if stopping:
                 raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved to "
                                           f"{out / 'checkpoints' / f'step-{step}'}; continue with --resume latest")
-    adapter = save_final_adapter(accelerator, model, out, cfg, wrapped.fsdp)
+    adapter = save_adapter_as("adapter", log.last_validation)
     say(f"adapter saved to {adapter}")
     accelerator.end_training()
     return adapter
@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None, **seams) -> int:
     """
     try:
         cfg, options = parse_args(argv, description=__doc__.splitlines()[0])
+        if options.print_config:
+            print(config_yaml(cfg), end="")
+            return 0
         train(cfg, options.resume, overwrite=options.overwrite, **seams)
     except TrainingInterrupted as e:
         print(e, file=sys.stderr)

@@ -11,7 +11,7 @@ from quant.load import load_base_model, load_tokenizer
 from quant.memory import format_memory_report, memory_report
 from quant.prepare import prepare_for_kbit_training
 from quant.projections import check_projections
-from quant.resolve import resolve_model
+from quant.resolve import canonical_name, resolve_model
 
-__all__ = ["ModelError", "resolve_model", "load_base_model", "load_tokenizer", "prepare_for_kbit_training",
-           "memory_report", "format_memory_report", "check_projections"]
+__all__ = ["ModelError", "canonical_name", "check_projections", "format_memory_report", "load_base_model",
+           "load_tokenizer", "memory_report", "prepare_for_kbit_training", "resolve_model"]

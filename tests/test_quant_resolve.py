@@ -13,8 +13,27 @@ def test_existing_local_folder_passes_through_unchanged(tiny_llama_dir):
 
 def test_hub_ids_pass_through():
     assert resolve_model("meta-llama/Llama-3.1-8B") == "meta-llama/Llama-3.1-8B"
-    # The original release is not swapped for the embedded (Q4_1-derived) copy.
-    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_the_embedded_models_hub_id_is_the_cached_original_else_the_embedded_copy(monkeypatch, tmp_path):
+    """Adapters name HuggingFaceTB/SmolLM2-135M-Instruct so that other tools find their base; pricer
+    takes the original from the Hugging Face cache when it is there, else the embedded copy, and
+    never starts a download."""
+    from huggingface_hub import constants
+
+    from quant import canonical_name
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("quant.resolve.provision_smollm2", lambda: tmp_path / "embedded")
+    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == str(tmp_path / "embedded")
+    snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc")
+    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == str(snapshot)
+    assert canonical_name("smollm2-135m") == canonical_name("SmolLM2") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert canonical_name("meta-llama/Llama-3.1-8B") == "meta-llama/Llama-3.1-8B"
 
 
 @pytest.mark.parametrize("missing", ["./no-such-model", "/definitely/not/here", "~/no-such-model", "a/b/c"])

@@ -24,7 +24,7 @@ def test_config_yaml_and_cli_overrides_are_typed(tmp_path):
     assert train.parse_args(["--lora.target_modules", "all-linear"])[0].lora.target_modules == "all-linear"
     # The saved resolved config loads back to the same config.
     path = tmp_path / "c.yaml"
-    path.write_text(train.config_yaml(cfg))
+    path.write_text(config_module.config_yaml(cfg))
     assert load_config(path) == cfg
 
 
@@ -160,3 +160,17 @@ def test_no_usable_items_is_one_line_before_the_model_loads(tmp_path, capsys, ro
                        "--output_dir", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and why in err and str(data) in err
+
+
+def test_print_config_prints_the_validated_config_and_loads_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    argv = ["--config", str(TINY), "--train.lr", "3e-3", "--model.name", str(tmp_path / "no-model"),
+            "--output_dir", str(out), "--print-config"]
+    assert train.main(argv) == 0
+    printed = capsys.readouterr().out
+    path = tmp_path / "printed.yaml"
+    path.write_text(printed)
+    assert load_config(path) == load_config(TINY, {"train.lr": "3e-3", "model.name": str(tmp_path / "no-model"),
+                                                   "output_dir": str(out)})
+    assert not out.exists()  # no model, no data, no output folder
+    assert train.main(["--config", str(TINY), "--train.lr", "-1", "--print-config"]) == 2

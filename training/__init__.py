@@ -2,8 +2,8 @@
 speed (CUDA graphs, compile), how processes share a step, optimizer and schedule, the batches of
 each step, checkpoints, the run's folder and log, and validation. No command line lives here."""
 from training.batches import StepBatches, examples_of, load_splits
-from training.checkpoint import (CheckpointError, pick_checkpoint, restore, save_checkpoint, save_final_adapter,
-                                 verify)
+from training.best import BestKeeper
+from training.checkpoint import AdapterSaver, CheckpointError, pick_checkpoint, restore, save_checkpoint, verify
 from training.config import Config, DataConfig, LogConfig, LoRASection, ModelConfig, TrainConfig, config_yaml, \
     lora_config_of
 from training.errors import ConfigError, TrainingDiverged, TrainingInterrupted
@@ -12,17 +12,17 @@ from training.optim import build_optimizer, build_scheduler, lr_lambda, warmup_s
 from training.parallel import Wrapped, clip_gradients, make_accelerator, wrap_for_processes
 from training.parse import load_config, parse_args
 from training.resolve import resolve
-from training.rundir import claim_output_dir, truncate_metrics
+from training.rundir import claim_output_dir, truncate_metrics, write_run_files
 from training.runlog import RunLog, StopFlag, peak_memory_mb
 from training.speed import CudaGraphLoss, compile_decoder_layers
 from training.validate import Validator
 
 __all__ = [
-    "CheckpointError", "CompletionLossModel", "Config", "ConfigError", "CudaGraphLoss", "DataConfig", "LoRASection",
+    "AdapterSaver", "BestKeeper", "CheckpointError", "CompletionLossModel", "Config", "ConfigError", "CudaGraphLoss", "DataConfig", "LoRASection",
     "LogConfig", "ModelConfig", "RunLog", "StaticCompletionLoss", "StepBatches", "StopFlag", "TrainConfig",
     "TrainingDiverged", "TrainingInterrupted", "Validator", "Wrapped", "accumulate_gradients", "build_optimizer",
     "build_scheduler", "claim_output_dir", "clip_gradients", "compile_decoder_layers", "completion_loss_sum",
     "config_yaml", "examples_of", "load_config", "load_splits", "lora_config_of", "lr_lambda", "make_accelerator",
     "parse_args", "peak_memory_mb", "pick_checkpoint", "resolve", "restore", "save_checkpoint",
-    "save_final_adapter", "truncate_metrics", "verify", "warmup_steps", "wrap_for_processes",
+    "truncate_metrics", "verify", "warmup_steps", "wrap_for_processes", "write_run_files",
 ]

@@ -59,7 +59,7 @@ class StepBatches:
         """Where `step` stands in the data: what a checkpoint records so that a resumed run continues there."""
         return {"step": step, "examples_seen": step * self.global_batch, "global_batch": self.global_batch,
                 "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum, "world_size": self.world,
-                "epoch": step // self.steps_per_epoch}
+                "distributed": self.cfg.distributed, "epoch": step // self.steps_per_epoch}
 
     def __call__(self, step: int) -> list[Batch]:
         epoch, k = divmod(step, self.steps_per_epoch)

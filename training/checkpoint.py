@@ -27,7 +27,10 @@ from safetensors import SafetensorError
 
 from lora import AdapterError, save_adapter
 from lora.io import read_adapter
+from quant import canonical_name
 from training import rng
+from training.best import copy_best, restore_best
+from training.card import model_card
 from training.config import Config, config_yaml
 from training.errors import ConfigError
 from training.parallel import full_adapter_parameters
@@ -84,7 +87,7 @@ def save_checkpoint(accelerator, root: Path, step: int, model, optimizer, schedu
             torch.save(optimizer.state_dict(), tmp / f"optimizer-rank{accelerator.process_index}.pt")
         with full_adapter_parameters(fsdp):
             if accelerator.is_main_process:
-                save_adapter(model, tmp / "adapter", base_model_name_or_path=cfg.model.name)
+                save_adapter(model, tmp / "adapter", base_model_name_or_path=canonical_name(cfg.model.name))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _write_rest(tmp, final, optimizer, scheduler, rng_states, state, cfg, sharded)
@@ -108,6 +111,7 @@ def _write_rest(tmp: Path, final: Path, optimizer, scheduler, rng_states: list, 
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     rng.save(rng_states, tmp)
+    copy_best(final.parent.parent, tmp)
     (tmp / "config.yaml").write_text(config_yaml(cfg))
     (tmp / STATE).write_text(json.dumps(state, indent=2))
     public_modes(tmp)
@@ -195,8 +199,9 @@ def pick_checkpoint(resume: str, output_dir: Path, fingerprint: dict[str, Any] |
 
 
 def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accelerator, sharded: bool,
-            seed: int) -> str:
-    """Load the optimizer, schedule and RNG states of `checkpoint` into this run; returns a note."""
+            seed: int, out: Path) -> str:
+    """Load the optimizer, schedule and RNG states of `checkpoint` into this run, and its adapter-best into
+    `out`; returns a note."""
     rank, world = accelerator.process_index, accelerator.num_processes
     # (Multi-process CPU runs name their device "cpu:0", which torch.load cannot map to.)
     where = accelerator.device if accelerator.device.type != "cpu" else "cpu"
@@ -204,6 +209,8 @@ def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accel
                                        map_location=where))
     scheduler.load_state_dict(_load_pt(checkpoint / "scheduler.pt"))
     states = rng.load(checkpoint)
+    if accelerator.is_main_process:
+        restore_best(out, checkpoint)
     note = f"resumed from {checkpoint} at step {state['step']} ({state.get('examples_seen', 0):,} examples seen)"
     if len(states) == world:
         rng.restore(states[rank])
@@ -215,12 +222,22 @@ def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accel
     return note
 
 
-def save_final_adapter(accelerator, model, out: Path, cfg: Config, fsdp=None) -> Path:
-    """Write <out>/adapter/ atomically (FSDP gathers the adapter first); collective. Returns the path."""
-    adapter_dir = out / "adapter"
-    with full_adapter_parameters(fsdp):
-        if accelerator.is_main_process:
-            with atomic_folder(adapter_dir, replace=True) as tmp:
-                save_adapter(model, tmp, base_model_name_or_path=cfg.model.name)
-    accelerator.wait_for_everyone()
-    return adapter_dir
+class AdapterSaver:
+    """`saver(name, record)` writes <output_dir>/<name>/ (adapter + model card) atomically; collective (FSDP
+    gathers the adapter first). `record` is the validation the card reports."""
+
+    def __init__(self, accelerator, model, out: Path, cfg: Config, fsdp, data: dict[str, Any]) -> None:
+        self.accelerator, self.model, self.out, self.cfg, self.fsdp, self.data = accelerator, model, out, cfg, fsdp, data
+
+    def __call__(self, name: str, record: dict[str, Any] | None = None) -> Path:
+        folder = self.out / name
+        with full_adapter_parameters(self.fsdp):
+            if self.accelerator.is_main_process:
+                title = self.cfg.log.run_name or self.out.resolve().name
+                with atomic_folder(folder, replace=True) as tmp:
+                    save_adapter(self.model, tmp, base_model_name_or_path=canonical_name(self.cfg.model.name))
+                    card = model_card(self.cfg, title if name == "adapter" else f"{title} ({name})", record or {},
+                                      self.data)
+                    (tmp / "README.md").write_text(card)
+        self.accelerator.wait_for_everyone()
+        return folder

@@ -103,6 +103,10 @@ class TrainConfig:
     eval_batches: int = knob(20, "validation batches per evaluation", "[1, inf)")
     price_eval_items: int = knob(0, "price this many validation items at each evaluation (0: off)", "[0, inf)")
     price_predictor: str = knob("greedy", "the predictor (evaluate.py --predictor) of that price metric")
+    keep_best: Literal["none", "val_loss", "val_rmsle", "val_hit_rate", "val_avg_error"] = knob(
+        "none", "save the adapter with the best value of this validation metric to <output_dir>/adapter-best/")
+    early_stopping_patience: int = knob(0, "stop after this many validations without improvement (0: never)",
+                                        "[0, inf)")
     save_every: int = knob(0, "checkpoint every this many steps (0: only when interrupted)", "[0, inf)")
     keep_last: int = knob(2, "checkpoints kept; older ones are deleted", "[1, inf)")
     seed: int = knob(42, "seed of the data order, LoRA init and dropout", "[0, 4294967295]")
@@ -179,6 +183,10 @@ def validate(cfg: Config) -> None:
          "evaluate.py on the saved adapter"),
         (t.distributed != "fsdp" or not t.cuda_graphs,
          "train.cuda_graphs does not work with fsdp (its all-gathers run outside the graph); use ddp or allreduce"),
+        (t.eval_every or (t.keep_best == "none" and not t.early_stopping_patience),
+         "train.keep_best and train.early_stopping_patience watch validations: set train.eval_every too"),
+        (t.keep_best in ("none", "val_loss") or t.price_eval_items,
+         f"train.keep_best {t.keep_best} is a price metric: set train.price_eval_items (e.g. 200) too"),
         (t.price_predictor in _predictors(),
          f"train.price_predictor must be one of {', '.join(_predictors())}, got {t.price_predictor!r}"),
         (t.distributed != "fsdp" or not t.compile,

@@ -194,6 +194,7 @@ class RunOptions:
 
     resume: str | None = None
     overwrite: bool = False
+    print_config: bool = False
 
 
 def parse_args(argv: list[str] | None = None, description: str = "") -> tuple[Config, RunOptions]:
@@ -206,6 +207,8 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> tuple[Co
     parser.add_argument("--resume", help="'latest' or a checkpoint folder (output_dir/checkpoints/step-N)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh in an output_dir that holds an earlier run (moved aside, not deleted)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the config (preset + overrides, validated) as YAML and exit; loads no model")
     args, rest = parser.parse_known_args(argv)
-    return load_config(args.config, _overrides(rest)), RunOptions(args.resume, args.overwrite)
+    return load_config(args.config, _overrides(rest)), RunOptions(args.resume, args.overwrite, args.print_config)
 

@@ -13,8 +13,10 @@ import os
 import time
 from pathlib import Path
 
+from training.config import Config, config_yaml
 from training.errors import ConfigError
 from utils.atomic import atomic_write_text
+from utils.provenance import provenance
 
 RUN_FILES = ("metrics.jsonl", "config.yaml", "checkpoints", "adapter", "adapter-best", "curves.png", "run.json")
 
@@ -38,6 +40,14 @@ def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> str | None:
     for name in used:
         os.replace(out / name, aside / name)
     return f"note: --overwrite: moved the earlier run's {', '.join(used)} from {out} to {aside}"
+
+
+def write_run_files(out: Path, cfg: Config, accelerator) -> None:
+    """config.yaml (the resolved config, loadable with --config) and run.json (code, versions, device); main process."""
+    if accelerator.is_main_process:
+        atomic_write_text(out / "config.yaml", config_yaml(cfg))
+        atomic_write_text(out / "run.json", json.dumps(
+            provenance(accelerator.device, accelerator.num_processes), indent=2) + "\n")
 
 
 def truncate_metrics(path: Path, step: int) -> None:

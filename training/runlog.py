@@ -41,6 +41,7 @@ class RunLog:
         from tqdm.auto import tqdm
 
         self.accelerator, self.cfg, self.path = accelerator, cfg, out / "metrics.jsonl"
+        self.name = cfg.log.run_name or out.resolve().name
         self.main = accelerator.is_main_process
         self.tracking = tracker(cfg) is not None
         if self.tracking:
@@ -50,24 +51,46 @@ class RunLog:
             torch.cuda.reset_peak_memory_stats()  # peak_mem_mb measures training, not loading
         self.bar = tqdm(total=total_steps, initial=step, disable=not self.main, dynamic_ncols=True)
         self.started = time.time()
+        self.last_validation: dict[str, Any] | None = None
+
+    def record(self, step: int, loss: float, lr: float, grad_norm: float, micro: list, started: float) -> dict:
+        """One step's numbers: loss, lr, gradient norm, tokens/s over all processes, peak memory."""
+        tokens = self.accelerator.reduce(sum(b["attention_mask"].sum() for b in micro).float(), "sum")
+        return {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": float(tokens) / (time.time() - started), "peak_mem_mb": peak_memory_mb()}
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one step's record (adding elapsed time) and show it."""
+        """Append one step's record (adding elapsed time) and show it; redraw curves.png after a validation."""
         record["elapsed"] = time.time() - self.started
         if self.main:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if "val_loss" in record:
+                self.draw()
+        if "val_loss" in record:
+            self.last_validation = record
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                                  tok_s=f"{record['tokens_per_s']:.0f}")
         if self.tracking and (record["step"] % self.cfg.log.log_every == 0 or "val_loss" in record):
             self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
+    def draw(self) -> None:
+        """<output_dir>/curves.png from metrics.jsonl (main process); a plot that fails is said, never fatal."""
+        if self.main and self.path.exists():
+            from training.curves import read_metrics, save_curves  # late: `python -m training.curves` imports us
+
+            try:
+                save_curves([(self.name, read_metrics(self.path.parent))], self.path.parent / "curves.png", self.name)
+            except (OSError, ValueError, RuntimeError) as e:
+                self.accelerator.print(f"note: could not draw {self.path.parent / 'curves.png'} ({e})")
+
     def __enter__(self) -> "RunLog":
         return self
 
     def __exit__(self, *exc) -> None:
         self.bar.close()
+        self.draw()
 
 
 class StopFlag:
