@@ -54,6 +54,11 @@ def unit_hash(seed: int, key: str, salt: str = "split") -> float:
 
 def dedup(items: list[Item]) -> list[Item]:
     """One item per duplicate group (same title key or same text), chosen independently of order."""
+    return [min(g, key=_canonical) for g in duplicate_groups(items)]
+
+
+def duplicate_groups(items: list[Item]) -> list[list[Item]]:
+    """The items joined into groups of duplicates: same title key or same normalised text."""
     parent = list(range(len(items)))
 
     def find(i: int) -> int:
@@ -70,7 +75,7 @@ def dedup(items: list[Item]) -> list[Item]:
     groups: dict[int, list[Item]] = defaultdict(list)
     for i, item in enumerate(items):
         groups[find(i)].append(item)
-    return [min(g, key=_canonical) for g in groups.values()]
+    return list(groups.values())
 
 
 def _canonical(item: Item) -> tuple:

@@ -7,19 +7,26 @@ import torch
 
 from data import (CompletionCollator, DataError, Item, Splits, balance, epoch_order, load_items,
                   micro_batch_indices, split_items, to_example)
+from data.holdout import leave_source_out
+from data.resample import resample_log_price
 from training.config import DataConfig, TrainConfig
 
 Batch = dict[str, torch.Tensor]
 
 
 def load_splits(cfg: DataConfig, verbose: bool = True) -> tuple[Splits, list[Item]]:
-    """(the train/val/test splits, the items to train on: the train split, balanced if asked); DataError if none."""
+    """(the train/val/test splits, the items to train on: the train split, balanced and resampled as asked);
+    DataError when none is left."""
     items = load_items(cfg.source, limit=cfg.limit, verbose=verbose)
-    splits = split_items(items, seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)
+    if cfg.holdout_source:
+        splits = leave_source_out(items, cfg.holdout_source, seed=cfg.seed, val_fraction=cfg.val_fraction)
+    else:
+        splits = split_items(items, seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)
     train_items = splits.train
     if cfg.balance:
         train_items = balance(train_items, cap=cfg.balance_cap, keep_all_above=cfg.balance_keep_all_above,
                               seed=cfg.seed)
+    train_items = resample_log_price(train_items, cfg.resample_power, seed=cfg.seed)
     if not train_items:
         raise DataError(f"{cfg.source}: no items left to train on ({splits.summary()}); "
                         "check data.source, data.limit and the split fractions")

@@ -74,6 +74,9 @@ class DataConfig:
                                          "[0, inf)")
     pad_to_multiple_of: int | None = knob(None, "pad batch lengths to a multiple of this (null: no rounding)",
                                           "[1, inf)")
+    holdout_source: str | None = knob(None, "train without this source file (e.g. mixed); it becomes the test split")
+    resample_power: float = knob(0.0, "even out log-price buckets: 0 keeps the data, 1 gives each bucket one share",
+                                 "[0, 1]")
 
 
 @dataclass
