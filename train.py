@@ -37,7 +37,7 @@ from training import (AdapterSaver, BestKeeper, CheckpointError, CompletionLossM
                       StopFlag, TrainingDiverged, TrainingInterrupted, Validator, accumulate_gradients,
                       build_optimizer, build_scheduler, claim_output_dir, clip_gradients, compile_decoder_layers,
                       completion_loss_sum, config_yaml, examples_of, load_splits, lora_config_of, make_accelerator,
-                      parse_args, peak_memory_mb, pick_checkpoint, resolve, restore, save_checkpoint,
+                      parse_args, pick_checkpoint, resolve, restore, save_checkpoint,
                       truncate_metrics, wrap_for_processes, write_run_files)
 from training.loss import LossFn
 
