@@ -67,7 +67,7 @@ def read_adapter(path: Path) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
             raise AdapterError(f"{path} holds adapter_model.bin (a pickle), which pricer never loads: re-save it "
                                "with peft's save_pretrained(..., safe_serialization=True)")
         raise AdapterError(f"{path} has no {WEIGHTS_NAME}: the adapter save did not finish; save it again")
-    config = _read_config(path / CONFIG_NAME)
+    config = read_config(path / CONFIG_NAME)
     try:
         tensors = load_file(path / WEIGHTS_NAME)
     except (SafetensorError, OSError) as e:
@@ -76,8 +76,8 @@ def read_adapter(path: Path) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
     return config, tensors
 
 
-def _read_config(file: Path) -> LoRAConfig:
-    """The LoRAConfig in adapter_config.json; AdapterError naming the file for anything else."""
+def read_config(file: Path) -> LoRAConfig:
+    """The LoRAConfig in an adapter_config.json file; one-line AdapterError naming the file for anything else."""
     try:
         d = json.loads(file.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
