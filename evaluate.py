@@ -10,21 +10,28 @@ options); all are batched with left padding and the KV cache, and deterministic:
 - mean / median: constant baselines from the training split's prices.
 
 Metrics follow the course's Tester (predictors/metrics.py): absolute error, RMSLE, and colours
-green, orange and red. A reply with no number is scored as a guess of $0 and counted in `failures`.
+green, orange and red. A reply with no number is a failure: counted in `failures`, never a hit
+(red), and scored as a guess of $0 in the average error and RMSLE; --score-failures-as-zero
+scores it as $0 in the colours too, as the course did.
+
+--out is checked before anything is read. Predictions are written batch by batch: after each
+batch its rows are appended to predictions.csv and report.json counts them (`"complete": false`),
+so Ctrl-C or a crash keeps what was done, and --resume (same options, same --out) continues it
+to the files an uninterrupted run writes (predictors/outputs.py).
 
     python evaluate.py --adapter runs/demo/adapter --data data/amazon-prices --out runs/demo/eval
+    python evaluate.py --adapter runs/demo/adapter --data data/amazon-prices --out runs/demo/eval --resume
     python evaluate.py --compare runs/base-eval runs/demo/eval
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Sequence
 
-from predictors import (OptionError, add_model_options, add_predictor_options, format_compare, format_summary,
-                        load_model, load_reports, model_name, pick_items, predictor_from_args, provenance, resolve_base,
-                        with_run_defaults, write_report)
+from predictors import (OptionError, ReportFolder, add_model_options, add_predictor_options, check_out_dir,
+                        device_name, format_compare, format_summary, load_model, load_reports, model_name, pick_items,
+                        predict_in_batches, predictor_from_args, resolve_base, run_settings, with_run_defaults)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -38,6 +45,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="how --limit draws: by hash from the split, or spread over price buckets")
     add_predictor_options(p)
     p.add_argument("--out", help="folder for report.json, predictions.csv and chart.png")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted evaluation in --out (run with the same options)")
+    p.add_argument("--score-failures-as-zero", action="store_true",
+                   help="score a reply with no price as a $0 guess in the colours too, as the course did "
+                        "(default: a failure is a miss, and a $0 guess only in avg error and RMSLE)")
     args = p.parse_args(argv)
     if not args.compare and (not args.data or not args.out):
         p.error("--data and --out are required (or --compare DIR ...)")
@@ -47,30 +59,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--batch-size must be positive")
     try:
         predictor_from_args(args)   # a usage error now, before any data or model is read
+        return with_run_defaults(args)
     except OptionError as e:
         p.error(str(e))
-    return with_run_defaults(args)
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Evaluate as the arguments say, write the outputs and return the report."""
+    """Evaluate as the arguments say, writing the outputs batch by batch, and return the report."""
     from data import test_prompt
 
+    check_out_dir(args.out)
     items, train_prices = pick_items(args)
     predictor = predictor_from_args(args)
-    model = tokenizer = base = None
-    if predictor.needs_model:
-        base = resolve_base(args.adapter, args.base)
-        model, tokenizer = load_model(base, args.adapter, args.bits, args.quant_type, args.compute_dtype)
-    prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items]
-    start = time.perf_counter()
-    predictions = predictor.predict(prompts, model=model, tokenizer=tokenizer, batch_size=args.batch_size,
-                                    train_prices=train_prices)
-    seconds = time.perf_counter() - start
+    base = resolve_base(args.adapter, args.base) if predictor.needs_model else None
     name = model_name(args.adapter, base) if base is not None else f"{predictor.name} baseline"
-    record = provenance(args, name, base, model, len(items), seconds, predictor.record())
-    return write_report(args.out, [it.title for it in items], [it.price for it in items],
-                        [p.price for p in predictions], record, name)
+    settings = run_settings(args, name, base, predictor.needs_model, predictor.record())
+    opened = ReportFolder.resume if args.resume else ReportFolder.fresh
+    folder = opened(args.out, items, settings, args.score_failures_as_zero)   # a refused --resume costs no model load
+    model = tokenizer = None
+    if predictor.needs_model:
+        model, tokenizer = load_model(base, args.adapter, args.bits, args.quant_type, args.compute_dtype)
+    folder.device = device_name(model)
+    prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items[folder.done:]]
+    with folder.keeping():
+        predict_in_batches(predictor, prompts, folder.add, batch_size=args.batch_size, done=folder.done,
+                           total=len(items), model=model, tokenizer=tokenizer, train_prices=train_prices)
+    return folder.finish(name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_compare(load_reports(args.compare)))
             return 0
         report = run(args)
+    except KeyboardInterrupt as e:   # Ctrl-C: what was kept is in the message; no traceback
+        print(str(e) or "interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,7 +28,8 @@ REMOVALS: tuple[str, ...] = (
     "By Manufacturer", "Item", "Date First", "Package", ":", "Number of",
     "Best Sellers", "Number", "Product ",
 )
-RAW_FIELDS = ("description", "features", "details", "main_category")
+RAW_TEXT_FIELDS = ("description", "features", "details")
+RAW_FIELDS = (*RAW_TEXT_FIELDS, "main_category")
 _COLLAPSE = re.compile(r'[:\[\]"{}【】\s]+')
 _PRICE = re.compile(r"-?\$?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?|-?\$?\s*\.\d+")
 _MISSING = {"", "none", "null", "nan", "n/a"}
@@ -59,9 +60,13 @@ def parse_price(value: object) -> float:
     if value is None or isinstance(value, bool):
         raise SkipRow("missing price" if value is None else "non-numeric price")
     if isinstance(value, (int, float)):
-        if math.isnan(value):
+        try:
+            price = float(value)
+        except OverflowError:   # an integer beyond any float: JSON allows it
+            raise SkipRow("price out of range") from None
+        if math.isnan(price):
             raise SkipRow("missing price")
-        return float(value)
+        return price
     if not isinstance(value, str):
         raise SkipRow("non-numeric price")
     s = value.strip()
@@ -105,9 +110,12 @@ def curate(row: dict, config: CurationConfig | None = None, *, source: str | Non
     if not isinstance(row, dict):
         raise SkipRow("not an object")
     price = check_price(parse_price(row.get("price")), config)
-    if is_raw_row(row):
-        return _curate_raw(row, price, config, source)
-    return _curate_curated(row, price, source)
+    item = _curate_raw(row, price, config, source) if is_raw_row(row) else _curate_curated(row, price, source)
+    try:
+        (item.title + item.text + (item.category or "")).encode("utf-8")
+    except UnicodeEncodeError:   # a lone surrogate from a JSON \ud800 escape: no UTF-8 file could hold it
+        raise SkipRow("invalid unicode") from None
+    return item
 
 
 def _category(row: dict) -> str | None:

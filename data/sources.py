@@ -13,12 +13,13 @@ import gzip
 import io
 import json
 import sys
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
-from data.curate import CurationConfig, SkipRow, curate
+from data.curate import RAW_TEXT_FIELDS, CurationConfig, SkipRow, curate
 from data.items import DataError, Item
 
 FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
@@ -114,8 +115,10 @@ def _file_rows(path: Path, fmt: str | None) -> Iterator[_Row]:
         raise DataError(f"{path}: unknown file type; use {', '.join(FORMATS)} or pass fmt=")
     try:
         yield from {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[kind](path)
-    except (gzip.BadGzipFile, EOFError) as e:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataError(f"{path}: damaged gzip file ({e}); re-download or re-compress it") from None
+    except csv.Error as e:   # e.g. a field longer than the csv module's limit: the rows after it cannot be found
+        raise DataError(f"{path}: not a readable CSV file ({e}); check its quoting") from None
 
 
 def _open_bytes(path: Path):
@@ -135,15 +138,19 @@ def _jsonl_rows(path: Path) -> Iterator[_Row]:
                 continue
             try:
                 yield path.name, where, json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):   # bad JSON, an integer too long to convert, nesting too deep
                 yield path.name, where, SkipRow("malformed JSON")
 
 
 def _csv_rows(path: Path) -> Iterator[_Row]:
     with _open_bytes(path) as f:
         # surrogateescape keeps bad bytes visible per row instead of failing the whole file.
-        text = f.read().decode("utf-8", errors="surrogateescape")
+        # utf-8-sig drops the byte order mark Excel writes, which would otherwise rename the first column.
+        text = f.read().decode("utf-8-sig", errors="surrogateescape")
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None:   # an empty file: no rows
+        return
+    check_columns(path, reader.fieldnames)
     start = reader.line_num + 2  # the header is line 1
     for row in reader:
         where = f"{path}:{start}"
@@ -155,6 +162,22 @@ def _csv_rows(path: Path) -> Iterator[_Row]:
             yield path.name, where, SkipRow("undecodable bytes")
         else:
             yield path.name, where, dict(row)
+
+
+NEEDED_COLUMNS = "need title, text (or description) and price"
+
+
+def check_columns(path: Path, names: Sequence[str]) -> None:
+    """DataError naming the columns found when a table lacks those items are made from (curated or raw rows)."""
+    have = set(names)
+    has_text = "text" in have or bool(have & set(RAW_TEXT_FIELDS))
+    # Curated rows take their title from the text's first line; raw rows need a title column.
+    missing = ("price" if "price" not in have else "text" if not has_text
+               else "title" if "text" not in have and "title" not in have else None)
+    if missing is None:
+        return
+    shown = [n if n.isprintable() else repr(n) for n in names[:12]] + (["..."] if len(names) > 12 else [])
+    raise DataError(f"{path}: no {missing} column; found columns: {', '.join(shown) or '(none)'}; {NEEDED_COLUMNS}")
 
 
 def _has_surrogates(s: str) -> bool:
@@ -171,7 +194,12 @@ def _parquet_rows(path: Path) -> Iterator[_Row]:
     except ImportError:
         raise DataError("reading parquet needs pyarrow: pip install pyarrow") from None
     n = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as e:   # pyarrow raises ArrowInvalid, OSError and others for a file that is not parquet
+        raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}); re-export it") from None
+    check_columns(path, table.schema_arrow.names)
+    for batch in table.iter_batches(batch_size=4096):
         for row in batch.to_pylist():
             n += 1
             yield path.name, f"{path}:{n}", row

@@ -64,8 +64,8 @@ class LoRAConfig:
             if self.target_modules != "all-linear":
                 try:
                     re.compile(self.target_modules)
-                except re.error as e:
-                    raise ValueError(f"target_modules {self.target_modules!r} is not a valid regex: {e}") from None
+                except (re.error, OverflowError, RecursionError) as e:   # huge repeats, deep nesting
+                    raise ValueError(f"target_modules {_short(self.target_modules)} is not a valid regex: {e}") from None
         else:
             self.target_modules = tuple(self.target_modules)
             if not self.target_modules:
@@ -93,34 +93,71 @@ class LoRAConfig:
         return dict(sorted(d.items()))
 
     @classmethod
-    def from_peft_dict(cls, d: dict[str, Any]) -> LoRAConfig:
-        """Read a peft adapter_config.json dict; refuse features pricer does not implement."""
+    def from_peft_dict(cls, d: Any) -> LoRAConfig:
+        """Read a peft adapter_config.json dict; AdapterError for a feature pricer lacks or a field of the wrong type."""
+        if not isinstance(d, dict):
+            raise AdapterError(f"holds a {type(d).__name__}, not a JSON object; save the adapter again")
         if d.get("peft_type") != "LORA":
-            raise AdapterError(f"adapter is peft_type {d.get('peft_type')!r}, pricer loads only LORA adapters")
+            raise AdapterError(f"adapter is peft_type {_short(d.get('peft_type'))}, pricer loads only LORA adapters")
         for key, off in _PEFT_DEFAULTS.items():
             if key in _PEFT_INFO_FIELDS or key not in d:
                 continue
             value = d[key]
             if value != off and not (off is None and value in ({}, [], False)) and not (off == {} and value is None):
-                raise AdapterError(f"adapter uses peft option {key}={value!r}, which pricer does not implement; "
+                raise AdapterError(f"adapter uses peft option {key}={_short(value)}, which pricer does not implement; "
                                    "retrain without it")
         init = d.get("init_lora_weights", True)
         # False only skipped initialisation (B random instead of zero); the saved weights load the same.
-        if init is False:
-            init = True
-        if init not in (True, "gaussian"):
-            raise AdapterError(f"adapter uses init_lora_weights={init!r}; pricer implements true (kaiming), "
+        if init is not True and init is not False and init != "gaussian":
+            raise AdapterError(f"adapter uses init_lora_weights={_short(init)}; pricer implements true (kaiming), "
                                "false and 'gaussian' only (others change the base weights)")
         if "r" not in d or "target_modules" not in d:
-            raise AdapterError("adapter_config.json lacks 'r' or 'target_modules'; is it a peft LoRA config?")
+            raise AdapterError("lacks 'r' or 'target_modules'; is it a peft LoRA config?")
+        _check_field_types(d)
         targets = d["target_modules"]
         try:
             return cls(
                 r=d["r"], alpha=d.get("lora_alpha", 8), dropout=d.get("lora_dropout", 0.0),
                 target_modules=targets if isinstance(targets, str) else tuple(targets),
-                use_rslora=bool(d.get("use_rslora", False)), use_dora=bool(d.get("use_dora", False)),
-                init="kaiming" if init is True else init,
+                use_rslora=d.get("use_rslora", False), use_dora=d.get("use_dora", False),
+                init="gaussian" if init == "gaussian" else "kaiming",
                 base_model_name_or_path=d.get("base_model_name_or_path"),
             )
         except ValueError as e:
-            raise AdapterError(f"adapter_config.json is invalid: {e}") from None
+            raise AdapterError(f"invalid: {e}") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters: a message quotes a bad value but stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _number(value: Any) -> float | None:
+    """value as a float when it is a JSON number (not a bool), else None; a number too big for a float is inf."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _check_field_types(d: dict[str, Any]) -> None:
+    """AdapterError for a field of adapter_config.json whose JSON type or range LoRAConfig cannot take."""
+    r, alpha, dropout = d["r"], _number(d.get("lora_alpha", 8)), _number(d.get("lora_dropout", 0.0))
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise AdapterError(f"r must be a positive integer, not {_short(r)}")
+    if alpha is None or not math.isfinite(alpha) or alpha <= 0:
+        raise AdapterError(f"lora_alpha must be a positive number, not {_short(d.get('lora_alpha'))}")
+    if dropout is None or not 0.0 <= dropout < 1.0:
+        raise AdapterError(f"lora_dropout must be a number in [0, 1), not {_short(d.get('lora_dropout'))}")
+    targets = d["target_modules"]
+    if not isinstance(targets, str) and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise AdapterError(f"target_modules must be a list of module names or a regex string, not {_short(targets)}")
+    for key in ("use_rslora", "use_dora"):
+        if not isinstance(d.get(key, False), bool):
+            raise AdapterError(f"{key} must be true or false, not {_short(d.get(key))}")
+    base = d.get("base_model_name_or_path")
+    if base is not None and not isinstance(base, str):
+        raise AdapterError(f"base_model_name_or_path must be a string or null, not {_short(base)}")

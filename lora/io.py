@@ -67,22 +67,61 @@ def read_adapter(path: Path) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:
             raise AdapterError(f"{path} holds adapter_model.bin (a pickle), which pricer never loads: re-save it "
                                "with peft's save_pretrained(..., safe_serialization=True)")
         raise AdapterError(f"{path} has no {WEIGHTS_NAME}: the adapter save did not finish; save it again")
-    try:
-        config = LoRAConfig.from_peft_dict(json.loads((path / CONFIG_NAME).read_text()))
-    except json.JSONDecodeError as e:
-        raise AdapterError(f"{path / CONFIG_NAME} is not valid JSON ({e}); save the adapter again") from None
+    config = read_config(path / CONFIG_NAME)
     try:
         tensors = load_file(path / WEIGHTS_NAME)
     except (SafetensorError, OSError) as e:
-        raise AdapterError(f"{path / WEIGHTS_NAME} is not a readable safetensors file ({e}); save it again") from None
+        raise AdapterError(f"{path / WEIGHTS_NAME}: not a readable safetensors file ({e}); save it again") from None
+    _check_tensors(path / WEIGHTS_NAME, tensors, config.r)
     return config, tensors
 
 
-def _shape_error(model: nn.Module, key: str, got: tuple, want: tuple, r: int) -> AdapterError:
-    rank_axis = 0 if key.endswith("lora_A.weight") else 1
-    if len(got) == len(want) == 2 and got[rank_axis] != want[rank_axis]:
-        return AdapterError(f"adapter weight {key} has rank {got[rank_axis]} but adapter_config.json says r={r}; "
-                            "the adapter files are inconsistent, save it again")
+def read_config(file: Path) -> LoRAConfig:
+    """The LoRAConfig in an adapter_config.json file; one-line AdapterError naming the file for anything else."""
+    try:
+        d = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise AdapterError(f"{file}: not UTF-8 text, so not a config peft or pricer wrote; save the adapter "
+                           "again") from None
+    except RecursionError:
+        raise AdapterError(f"{file}: not valid JSON (nested too deeply); save the adapter again") from None
+    except ValueError as e:   # JSONDecodeError, or an integer too long to convert
+        raise AdapterError(f"{file}: not valid JSON ({str(e)[:80]}); save the adapter again") from None
+    try:
+        return LoRAConfig.from_peft_dict(d)
+    except AdapterError as e:
+        raise AdapterError(f"{file}: {e}") from None
+
+
+# The dtypes peft and pricer save adapters in; anything else (integers, float8) is not a trained adapter.
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _check_tensors(file: Path, tensors: dict[str, torch.Tensor], r: int) -> None:
+    """Refuse weights no training writes (empty, non-float, NaN/inf) or whose rank is not the config's r.
+
+    Checked before any layer is injected, so a config with an absurd r never allocates its layers.
+    """
+    if not any(key.endswith("lora_A.weight") for key in tensors):
+        raise AdapterError(f"{file}: holds no LoRA weights (no lora_A.weight); save the adapter again")
+    for key, t in tensors.items():
+        if t.dtype not in WEIGHT_DTYPES:
+            raise AdapterError(f"{file}: {key} has dtype {t.dtype}; adapter weights are float16, bfloat16, float32 "
+                               "or float64: save the adapter again")
+        if not bool(torch.isfinite(t).all()):
+            raise AdapterError(f"{file}: {key} holds NaN or infinite values (training diverged); use an earlier "
+                               "checkpoint's adapter or retrain")
+        axis = 0 if key.endswith("lora_A.weight") else 1 if key.endswith("lora_B.weight") else None
+        if axis is not None and t.ndim != 2:
+            raise AdapterError(f"{file}: adapter weight {key} has shape {tuple(t.shape)}, not a matrix; "
+                               "save the adapter again")
+        if axis is not None and t.shape[axis] != r:
+            raise AdapterError(f"{file}: adapter weight {key} has rank {t.shape[axis]} but adapter_config.json says "
+                               f"r={r}; the adapter files are inconsistent, save it again")
+
+
+def _shape_error(model: nn.Module, key: str, got: tuple, want: tuple) -> AdapterError:
+    # Ranks were checked against adapter_config.json on reading: a shape that differs now is the base's.
     axis = next((i for i in range(len(want)) if len(got) == len(want) and got[i] != want[i]), None)
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     if axis is not None and want[axis] == hidden:
@@ -110,7 +149,7 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, layer_class: type[Lo
                                    "or with other target_modules")
             got, want = tuple(tensors[key].shape), tuple(param.shape)
             if got != want:
-                raise _shape_error(model, key, got, want, config.r)
+                raise _shape_error(model, key, got, want)
         unexpected = [k for k in tensors if k not in expected]
         if unexpected:
             raise AdapterError(f"adapter has weights for {unexpected[0]}, which this base has no LoRA layer for: "

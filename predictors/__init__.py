@@ -19,16 +19,19 @@ from predictors.baselines import MeanBaseline, MedianBaseline, constant_predicti
 
 from predictors.chart import chart_title, plot_chart
 from predictors.cli import RUN_DEFAULTS, add_model_options, add_predictor_options, predictor_from_args, with_run_defaults
-from predictors.metrics import BUCKETS, colour_for, compute_metrics
-from predictors.report import format_compare, format_summary, load_reports, write_report
-from predictors.run import load_model, model_name, pick_items, provenance, resolve_base
+from predictors.metrics import BUCKETS, colour_for, colours_for, compute_metrics
+from predictors.report import ReportError, format_compare, format_summary, load_reports, write_report
+from predictors.outputs import OutDirError, ReportFolder, check_out_dir
+from predictors.run import (device_name, load_model, model_name, pick_items, predict_in_batches, provenance,
+                            resolve_base, run_settings)
 
 __all__ = [
     "BUCKETS", "ESTIMATES", "ExpectedPredictor", "GreedyPredictor", "MeanBaseline", "MedianBaseline", "OptionError",
-    "PREDICTORS", "Prediction", "Predictor", "RUN_DEFAULTS", "SEARCH_DIGITS", "SEARCH_WIDTH", "add_model_options",
-    "add_predictor_options", "chart_title", "colour_for", "compute_metrics", "constant_prediction", "extract_price",
+    "OutDirError", "PREDICTORS", "Prediction", "Predictor", "RUN_DEFAULTS", "ReportError", "ReportFolder",
+    "SEARCH_DIGITS", "SEARCH_WIDTH", "add_model_options", "add_predictor_options", "chart_title", "check_out_dir",
+    "colour_for", "colours_for", "compute_metrics", "constant_prediction", "device_name", "extract_price",
     "format_compare", "format_summary", "get_predictor", "greedy_tokens", "load_model", "load_reports", "model_name",
     "number_tokens", "pick_items", "plot_chart", "point_estimate", "predict_expected", "predict_greedy",
-    "predict_one_at_a_time", "predictor_from_args", "price_distributions", "provenance", "register", "resolve_base",
-    "search_record", "with_run_defaults", "write_report",
+    "predict_in_batches", "predict_one_at_a_time", "predictor_from_args", "price_distributions", "provenance",
+    "register", "resolve_base", "run_settings", "search_record", "with_run_defaults", "write_report",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from contextvars import ContextVar
 from typing import Any, Iterator, Sequence
 
 
@@ -46,8 +47,29 @@ def left_padded_batches(tokenizer: Any, prompts: Sequence[str], batch_size: int,
         yield idx, ids.to(device), mask.to(device)
 
 
+# The bar of a caller that predicts batch by batch (predictors.run.predict_in_batches): the
+# predictors' own bars count on it instead of drawing one bar per batch.
+_OUTER_BAR: ContextVar[Any] = ContextVar("pricer_outer_bar", default=None)
+
+
 def progress(total: int, desc: str) -> Any:
-    """A tqdm bar on stderr counting items."""
+    """A tqdm bar on stderr counting items; inside `progress_over`, that bar (left open on exit)."""
     from tqdm.auto import tqdm
 
+    outer = _OUTER_BAR.get()
+    if outer is not None:
+        return contextlib.nullcontext(outer)
     return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def progress_over(total: int, desc: str, initial: int = 0) -> Iterator[Any]:
+    """One bar for many predict() calls: the bars `progress` would open inside count on this one."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, initial=initial, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True) as bar:
+        token = _OUTER_BAR.set(bar)
+        try:
+            yield bar
+        finally:
+            _OUTER_BAR.reset(token)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from predictors.metrics import colour_for
+from predictors.metrics import colours_for, scored_guess
 
 
 def chart_title(title: str, metrics: dict) -> str:
@@ -12,13 +12,14 @@ def chart_title(title: str, metrics: dict) -> str:
             f"Hits={metrics['hit_rate'] * 100:.1f}%")
 
 
-def plot_chart(truths: Sequence[float], guesses: Sequence[float | None], title: str) -> Any:
-    """The course's chart as a matplotlib Figure (no pyplot state); a failure is drawn at $0."""
+def plot_chart(truths: Sequence[float], guesses: Sequence[float | None], title: str,
+               failures_as_zero: bool = False) -> Any:
+    """The course's chart as a matplotlib Figure (no pyplot state); a failure is drawn at $0, in its metrics colour."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    filled = [0.0 if g is None else g for g in guesses]
-    colours = [colour_for(abs(g - t), t) for g, t in zip(filled, truths)]
+    filled = [scored_guess(g) for g in guesses]
+    colours = colours_for(truths, guesses, failures_as_zero)
     top = max(max(truths), max(filled)) or 1.0
     fig = Figure(figsize=(12, 8))
     FigureCanvasAgg(fig)

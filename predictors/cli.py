@@ -66,8 +66,15 @@ def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
     import yaml
 
     run = Path(args.adapter).parent / "config.yaml" if args.adapter else None
-    saved: dict[str, Any] = yaml.safe_load(run.read_text()) if run is not None and run.is_file() else {}
+    saved: Any = {}
+    if run is not None and run.is_file():
+        try:
+            saved = yaml.safe_load(run.read_bytes().decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise OptionError(f"{run}: not readable YAML ({str(e).splitlines()[0]}); pass the options it would "
+                              "give (--seed, --bits, ...) or repair it") from None
     for key, (section, name, default) in RUN_DEFAULTS.items():
+        part = saved.get(section) if isinstance(saved, dict) else None
         if getattr(args, key) is None:
-            setattr(args, key, (saved.get(section) or {}).get(name, default))
+            setattr(args, key, part.get(name, default) if isinstance(part, dict) else default)
     return args

@@ -8,8 +8,10 @@ is the distribution's mean, its mean in log space or its median (`point_estimate
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
+import weakref
 from typing import Any, Sequence
 
 from predictors.base import OptionError, Prediction, Predictor
@@ -21,12 +23,30 @@ ESTIMATES = ("mean", "log-mean", "median")
 SEARCH_WIDTH, SEARCH_DIGITS = 30, 4
 
 
+# number_tokens' answer per tokenizer, with the vocabulary size it was probed at: evaluate.py
+# predicts batch by batch, and probing 1000 encodings per batch would cost as much as a batch.
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def number_tokens(tokenizer: Any) -> tuple[str, dict[int, int]]:
     """How the tokenizer writes prices after "Price is $": ("triples", {id: 0..999}) or ("digits", {id: 0..9}).
 
     Probed by encoding "Price is $" + n for every n in 0-999: one token each (Llama 3) is
     "triples"; one token per digit (SmolLM2) is "digits". Anything else is a ValueError.
     """
+    try:
+        size, found = _PROBED[tokenizer]
+        if size == len(tokenizer):
+            return found
+    except (KeyError, TypeError):   # not probed yet, or a tokenizer that cannot be weakly referenced
+        pass
+    found = _probe_numbers(tokenizer)
+    with contextlib.suppress(TypeError):
+        _PROBED[tokenizer] = (len(tokenizer), found)
+    return found
+
+
+def _probe_numbers(tokenizer: Any) -> tuple[str, dict[int, int]]:
     from data.prompts import PREFIX
 
     head = tokenizer.encode(PREFIX, add_special_tokens=False)

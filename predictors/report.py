@@ -1,42 +1,72 @@
-"""An evaluation's files (report.json, predictions.csv, chart.png) and the summaries printed from them."""
+"""An evaluation's files (report.json, predictions.csv, chart.png), the summaries printed from them, and reading
+reports back.
+
+A report is a function of predictions.csv: each guess is scored as the file holds it, to the
+cent, so the report can be recomputed from the file, and a run resumed from the rows already
+written (evaluate.py --resume) ends with the numbers an uninterrupted run gives.
+"""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import Any, Sequence
 
 from predictors.chart import chart_title, plot_chart
-from predictors.metrics import colour_for, compute_metrics
-from utils.atomic import atomic_write
+from predictors.metrics import colours_for, compute_metrics, scored_guess
+from utils.atomic import atomic_write, atomic_write_text
+
+COLUMNS = ("title", "truth", "guess", "error", "colour")
+
+
+class ReportError(ValueError):
+    """A report.json or predictions.csv that evaluate.py did not write as it is (one line naming the file)."""
+
+
+def cents(guess: float | None) -> float | None:
+    """The guess as predictions.csv holds it: rounded to the cent; a failure (None) stays None."""
+    return None if guess is None else float(f"{guess:.2f}")
+
+
+def prediction_rows(titles: Sequence[str], truths: Sequence[float], guesses: Sequence[float | None],
+                    failures_as_zero: bool = False, header: bool = False) -> str:
+    """predictions.csv rows as CSV text: title, truth, guess (empty for a failure), error, colour."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    if header:
+        writer.writerow(COLUMNS)
+    for title, t, g, colour in zip(titles, truths, guesses, colours_for(truths, guesses, failures_as_zero)):
+        writer.writerow([title, f"{t:.2f}", "" if g is None else f"{g:.2f}", f"{abs(scored_guess(g) - t):.2f}",
+                         colour])
+    return buf.getvalue()
+
+
+def build_report(truths: Sequence[float], guesses: Sequence[float | None], provenance: dict,
+                 failures_as_zero: bool = False, total: int | None = None) -> dict:
+    """report.json's content: the metrics of the guesses (to the cent), whether all `total` items are in, provenance."""
+    total = len(truths) if total is None else total
+    metrics = compute_metrics(truths, [cents(g) for g in guesses], failures_as_zero) if truths else {"n": 0}
+    return {**metrics, "complete": len(truths) == total, "total": total, **provenance}
 
 
 def write_report(out_dir: str | os.PathLike, titles: Sequence[str], truths: Sequence[float],
-                 guesses: Sequence[float | None], provenance: dict, name: str) -> dict:
+                 guesses: Sequence[float | None], provenance: dict, name: str, failures_as_zero: bool = False) -> dict:
     """Write report.json, predictions.csv and chart.png into out_dir; return the report (metrics, then provenance)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = compute_metrics(truths, guesses)
-    report = {**metrics, **provenance}
-    atomic_write(out / "report.json", lambda f: f.write(json.dumps(report, indent=2) + "\n"))
-
-    def rows(f: IO[Any]) -> None:
-        """predictions.csv: one row per item, a failure's guess left empty."""
-        writer = csv.writer(f)
-        writer.writerow(["title", "truth", "guess", "error", "colour"])
-        for title, t, g in zip(titles, truths, guesses):
-            error = abs((g or 0.0) - t)
-            writer.writerow([title, f"{t:.2f}", "" if g is None else f"{g:.2f}", f"{error:.2f}",
-                             colour_for(error, t)])
-    atomic_write(out / "predictions.csv", rows)
-    fig = plot_chart(truths, guesses, chart_title(name, metrics))
+    guesses = [cents(g) for g in guesses]
+    report = build_report(truths, guesses, provenance, failures_as_zero)
+    atomic_write_text(out / "predictions.csv", prediction_rows(titles, truths, guesses, failures_as_zero, header=True))
+    fig = plot_chart(truths, guesses, chart_title(name, report), failures_as_zero)
     atomic_write(out / "chart.png", lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
 def format_summary(report: dict) -> str:
-    """The printed summary: one line per price bucket and a total line."""
+    """The printed summary: one line per price bucket, a total line, the colours, and the failures on their own."""
     lines = [f"{'bucket':<10} {'n':>6} {'avg error':>10} {'RMSLE':>7} {'hits':>7}"]
     for b in report["by_bucket"]:
         if b["n"]:
@@ -45,18 +75,70 @@ def format_summary(report: dict) -> str:
     lines.append(f"{'all':<10} {report['n']:>6,} {report['avg_error']:>10,.2f} {report['rmsle']:>7.2f} "
                  f"{report['hit_rate'] * 100:>6.1f}%")
     lines.append(f"green {report['hit_rate'] * 100:.1f}%  orange {report['orange'] * 100:.1f}%  "
-                 f"red {report['red'] * 100:.1f}%  failures {report['failures']:,} of {report['n']:,}")
-    return "\n".join(lines)
+                 f"red {report['red'] * 100:.1f}%")
+    line = f"failures {report['failures']:,} of {report['n']:,}"
+    if report["failures"] and report.get("score_failures_as_zero"):
+        line += " (no price in the reply): scored as a $0 guess, colours included (--score-failures-as-zero)"
+    elif report["failures"]:
+        line += " (no price in the reply): counted as misses; avg error and RMSLE score them as a $0 guess"
+    return "\n".join(lines + [line])
+
+
+def _label(name: str, report: dict) -> str:
+    """A report's name in --compare, marked when the report covers only part of its items."""
+    if report.get("complete", True):
+        return name
+    return f"{name} (partial: {report['n']:,} of {report.get('total', '?'):,})"
 
 
 def format_compare(reports: Sequence[tuple[str, dict]]) -> str:
     """Several reports side by side: name, n, average error, RMSLE, hit rate, failures."""
-    width = max([len("name")] + [len(name) for name, _ in reports])
+    labels = [_label(name, r) for name, r in reports]
+    width = max([len("name")] + [len(label) for label in labels])
     lines = [f"{'name':<{width}}  {'n':>6}  {'avg error':>10}  {'RMSLE':>6}  {'hit rate':>8}  {'failures':>8}"]
-    for name, r in reports:
-        lines.append(f"{name:<{width}}  {r['n']:>6,}  {'$' + format(r['avg_error'], ',.2f'):>10}  "
+    for label, (_, r) in zip(labels, reports):
+        lines.append(f"{label:<{width}}  {r['n']:>6,}  {'$' + format(r['avg_error'], ',.2f'):>10}  "
                      f"{r['rmsle']:>6.2f}  {r['hit_rate'] * 100:>7.1f}%  {r['failures']:>8,}")
     return "\n".join(lines)
+
+
+def read_report(path: Path) -> dict:
+    """The JSON object in report.json; ReportError naming the file when it is unreadable or not an object."""
+    redo = f"run evaluate.py --out {path.parent} again"
+    try:
+        report = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ReportError(f"{path}: cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not UTF-8 text, so not a report evaluate.py wrote; {redo}") from None
+    except RecursionError:
+        raise ReportError(f"{path}: not valid JSON (nested too deeply); {redo}") from None
+    except ValueError as e:
+        raise ReportError(f"{path}: not valid JSON ({str(e)[:80]}); {redo}") from None
+    if not isinstance(report, dict):
+        raise ReportError(f"{path}: holds a {type(report).__name__}, not a report object; {redo}")
+    return report
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_metrics(path: Path, report: dict) -> dict:
+    """The report itself when it holds the metrics --compare prints; ReportError naming the file otherwise."""
+    for key in ("n", "avg_error", "rmsle", "hit_rate", "failures"):
+        if key not in report:
+            raise ReportError(f"{path}: lacks {key}, so it is not a report evaluate.py wrote; "
+                              f"run evaluate.py --out {path.parent} again")
+        value = report[key]
+        if key in ("n", "failures") and not _is_count(value):
+            raise ReportError(f"{path}: {key} is {value!r:.40}, not a count; it is damaged")
+        if key not in ("n", "failures") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ReportError(f"{path}: {key} is {value!r:.40}, not a number; it is damaged")
+        if key == "n" and value == 0:
+            raise ReportError(f"{path}: scored no items yet (interrupted before its first batch); "
+                              f"finish it with evaluate.py --resume --out {path.parent}")
+    return report
 
 
 def load_reports(dirs: Sequence[str]) -> list[tuple[str, dict]]:
@@ -66,5 +148,5 @@ def load_reports(dirs: Sequence[str]) -> list[tuple[str, dict]]:
         path = Path(d) / "report.json"
         if not path.is_file():
             raise FileNotFoundError(f"no report.json in {d}: pass folders written by evaluate.py --out")
-        reports.append((Path(d).resolve().name, json.loads(path.read_text())))
+        reports.append((Path(d).resolve().name, check_metrics(path, read_report(path))))
     return reports

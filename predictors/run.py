@@ -1,13 +1,13 @@
-"""The pieces of an evaluation around its predictor: the items, the model, and report.json's provenance."""
+"""The pieces of an evaluation around its predictor: the items, the model, the batches, report.json's provenance."""
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
-from predictors.batching import model_device
+from predictors.base import Predictor
+from predictors.batching import model_device, progress_over
 from predictors.registry import baseline_names
 
 
@@ -34,7 +34,9 @@ def resolve_base(adapter: str | None, base: str | None) -> str:
         if not config.is_file():
             raise FileNotFoundError(f"no adapter_config.json in {adapter}: pass a folder saved by train.py or peft")
         if base is None:
-            base = json.loads(config.read_text()).get("base_model_name_or_path")
+            from lora.io import read_config
+
+            base = read_config(config).base_model_name_or_path
             if not base:
                 raise ValueError(f"{config} names no base model: pass --base MODEL")
     if base is None:
@@ -72,18 +74,47 @@ def device_name(model: Any | None) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
+def run_settings(args: argparse.Namespace, name: str, base: str | None, uses_model: bool, record: dict) -> dict:
+    """How a run was made, as report.json records it: what was evaluated, on which items, how.
+
+    `--resume` refuses to continue a run whose settings differ: its rows would mix two evaluations.
+    """
+    return {
+        "name": name, "base": base, "adapter": args.adapter, "data": str(args.data), "split": args.split,
+        "limit": args.limit, "sample": args.sample, "predictor": args.predictor, "seed": args.seed,
+        "bits": args.bits if uses_model else None,
+        "quant_type": args.quant_type if uses_model and args.bits == 4 else None,
+        "compute_dtype": args.compute_dtype if uses_model else None,
+        "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "batch_size": args.batch_size,
+        "max_text_tokens": args.max_text_tokens, **record,
+    }
+
+
 def provenance(args: argparse.Namespace, name: str, base: str | None, model: Any | None, n_items: int,
                seconds: float, extra: dict) -> dict:
     """report.json's account of a run: what was evaluated, on which items, how, where and how fast."""
     return {
-        "name": name, "base": base, "adapter": args.adapter, "data": str(args.data), "split": args.split,
-        "limit": args.limit, "sample": args.sample, "predictor": args.predictor, "seed": args.seed,
-        "bits": None if model is None else args.bits,
-        "quant_type": None if model is None or args.bits != 4 else args.quant_type,
-        "compute_dtype": None if model is None else args.compute_dtype,
-        "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "batch_size": args.batch_size,
-        "max_text_tokens": args.max_text_tokens, **extra,
+        **run_settings(args, name, base, model is not None, extra),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 3),
         "items_per_s": round(n_items / seconds, 3) if seconds > 0 else None,
         "device": device_name(model),
     }
+
+
+def predict_in_batches(predictor: Predictor, prompts: Sequence[str], on_batch: Callable[[list, float], None], *,
+                       batch_size: int, done: int = 0, total: int | None = None, **inputs: Any) -> None:
+    """Predict `prompts` batch_size at a time, in order, calling on_batch(predictions, seconds) after each batch.
+
+    Each batch is one predict() call, so an interruption loses at most the batch in flight, and a run
+    resumed after `done` items (a whole number of batches) meets the batches an uninterrupted run
+    met: a batched model's numbers depend on which prompts share a batch's padding.
+    `inputs` are predict()'s keywords (model, tokenizer, train_prices).
+    """
+    total = done + len(prompts) if total is None else total
+    with progress_over(total, predictor.name, initial=done) as bar:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            began = time.perf_counter()
+            predictions = predictor.predict(batch, batch_size=batch_size, **inputs)
+            on_batch(predictions, time.perf_counter() - began)
+            bar.update(done + start + len(batch) - bar.n)   # a baseline's predict() moves no bar itself

@@ -207,3 +207,64 @@ def test_full_bundled_folder(bundled_data_dir, capsys):
     assert 12500 <= len(items) - splits.duplicates <= 13000
     with capsys.disabled():
         print(f"\nbundled: {report.summary()}; after dedup: {splits.summary()}")
+
+
+@pytest.mark.parametrize("header, missing", [
+    ("name,cost", "price"),
+    ("title,cost,description", "price"),
+    ("title,price", "text"),
+    ("price,description", "title"),
+])
+def test_csv_with_other_columns_says_which_it_found(tmp_path, header, missing):
+    path = tmp_path / "x.csv"
+    path.write_text(header + "\n" + ",".join(["3"] * len(header.split(","))) + "\n")
+    found = ", ".join(header.split(","))
+    with pytest.raises(DataError) as e:
+        load_items(path, verbose=False)
+    assert str(e.value) == (f"{path}: no {missing} column; found columns: {found}; "
+                            "need title, text (or description) and price")
+
+
+def test_csv_column_names_are_shown_on_one_line(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b'"na\nme",c\xffost\n1,2\n')
+    with pytest.raises(DataError) as e:
+        load_items(path, verbose=False)
+    assert "\n" not in str(e.value) and "found columns: 'na\\nme', 'c\\udcffost'" in str(e.value)
+
+
+def test_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbftitle,text,price\nA,A body,4.5\n")
+    assert [(it.title, it.price) for it in load_items(path, verbose=False)] == [("A", 4.5)]
+
+
+def test_parquet_with_other_columns_says_which_it_found(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.Table.from_pylist([{"name": "a", "cost": 3.0}]), path)
+    with pytest.raises(DataError, match=r"x\.parquet: no price column; found columns: name, cost; need"):
+        load_items(path, verbose=False)
+
+
+@pytest.mark.parametrize("line, reason", [
+    (b'{"title": "a", "text": "a\\nb", "price": 1' + b"0" * 5000 + b"}", "malformed JSON"),   # int too long to read
+    (b"[" * 100000, "malformed JSON"),                                                          # nested too deep
+    (b'{"title": "a", "text": "a\\nb", "price": 1' + b"0" * 400 + b"}", "price out of range"),  # overflows a float
+    (b'{"title": "a\\ud800", "text": "a\\nb", "price": 5}', "invalid unicode"),                # a lone surrogate
+])
+def test_hostile_json_lines_are_skipped_and_counted(tmp_path, line, reason):
+    path = _bad_file(tmp_path, [GOOD_LINE.replace(b"1,299.99", b"299.99"), line])
+    report = LoadReport()
+    assert [it.title for it in load_items(path, report=report, verbose=False)] == ["Good"]
+    assert report.reasons == {reason: 1}
+
+
+def test_damaged_deflate_data_is_a_data_error(tmp_path):
+    path = tmp_path / "bad.jsonl.gz"
+    good = gzip.compress(GOOD_LINE * 50)
+    path.write_bytes(good[:20] + bytes(b ^ 0x55 for b in good[20:40]) + good[40:])
+    with pytest.raises(DataError, match="damaged gzip file"):
+        load_items(path, verbose=False)

@@ -13,6 +13,7 @@ import evaluate as ev
 from conftest import write_items
 from predictors import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, compute_metrics, load_model, pick_items, point_estimate,
                         predictor_from_args, price_distributions)
+from predictors.report import cents
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +115,12 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
         assert (rmsle, hit, mass) == (round(report["rmsle"], 3), round(report["hit_rate"] * 100, 1),
                                       round(report["search_mass"], 3))
         assert seconds == round(report["seconds"], 1) and report["seconds"] > 0
-        # The report is write_report/compute_metrics over the point estimates of the saved distributions.
+        # The report is write_report/compute_metrics over the point estimates of the saved distributions,
+        # scored to the cent as predictions.csv holds them.
         saved = est.load_distributions(out / f"{name}-w{width}-{split}.dists.json.gz")
         assert all(0 < len(d) <= width * 2 and all(isinstance(v, int) for v in d) for d in saved["dists"])
         guesses = [point_estimate(d, how) for d in saved["dists"]]
-        metrics = compute_metrics(saved["truths"], guesses)
+        metrics = compute_metrics(saved["truths"], [cents(g) for g in guesses])
         assert {k: report[k] for k in metrics} == metrics   # JSON keeps floats exactly
         assert guesses_of(folder) == pytest.approx([round(g, 2) for g in guesses])
         assert report["search_mass"] == pytest.approx(sum(sum(d.values()) for d in saved["dists"]) / n)

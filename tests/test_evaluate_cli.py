@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 import sys
 
@@ -200,3 +201,267 @@ def test_options_default_to_what_the_run_trained_with(tmp_path):
     assert (args.seed, args.quant_type) == (1, "nf4")
     plain = ev.parse_args(["--base", "b", "--data", "d", "--out", "o"])
     assert (plain.seed, plain.test_fraction, plain.bits, plain.compute_dtype) == (42, 0.1, 4, "bfloat16")
+
+
+# --- bad --out, refused before any data or model is read ------------------------------------------------------
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if evaluate.py loads the model or the data."""
+    def refuse(*_a, **_k):
+        raise AssertionError("loaded before --out was checked")
+    monkeypatch.setattr(ev, "load_model", refuse)
+    monkeypatch.setattr(ev, "pick_items", refuse)
+
+
+def _one_line_error(rc, err, only=False):
+    """The error line that ends stderr (with only=True, the one line stderr holds)."""
+    assert rc == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and (len(lines) == 1 or not only), err
+    return lines[-1]
+
+
+@pytest.mark.parametrize("case", ["file", "under-a-file", "report-is-a-folder"])
+def test_bad_out_is_refused_before_the_model_loads(case, no_model, items_file, tiny_llama_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "outdir" / "report.json").mkdir(parents=True)
+    out, message = {
+        "file": (tmp_path / "afile", f"--out {tmp_path / 'afile'} is a file, not a folder"),
+        "under-a-file": (tmp_path / "afile" / "eval", f"--out {tmp_path / 'afile' / 'eval'} cannot be created: "
+                                                      f"{tmp_path / 'afile'} is a file, not a folder"),
+        "report-is-a-folder": (tmp_path / "outdir", f"{tmp_path / 'outdir' / 'report.json'} is a folder"),
+    }[case]
+    rc, _, err = run_main(["--base", tiny_llama_dir, "--data", items_file, "--out", out], capsys)
+    assert message in _one_line_error(rc, err, only=True)
+
+
+def test_out_in_a_read_only_folder_is_refused(no_model, items_file, tiny_llama_dir, tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("running as root: chmod 0555 does not stop root's writes (the under-a-file case covers it)")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        rc, _, err = run_main(["--base", tiny_llama_dir, "--data", items_file, "--out", ro / "eval"], capsys)
+    finally:
+        ro.chmod(0o755)
+    assert f"--out {ro / 'eval'} is not writable" in _one_line_error(rc, err, only=True)
+
+
+# --- written as it goes: interruption, crash, resume ----------------------------------------------------------
+
+TIMING = {"time", "seconds", "items_per_s"}
+
+
+def _counting(monkeypatch, cls, fail_on=None, exc=None):
+    """Wrap cls.predict: record each call's number of prompts, raise `exc` on call number `fail_on`."""
+    real, calls = cls.predict, []
+
+    def predict(self, prompts, **kw):
+        calls.append(len(prompts))
+        if len(calls) == fail_on:
+            raise exc
+        return real(self, prompts, **kw)
+    monkeypatch.setattr(cls, "predict", predict)
+    return calls
+
+
+def _settled(report):
+    return {k: v for k, v in report.items() if k not in TIMING}
+
+
+def _report(out):
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture
+def expected_args(tiny_llama_dir, items_file):
+    return ["--base", tiny_llama_dir, "--data", items_file, "--split", "all", "--limit", 10, "--bits", 16,
+            "--predictor", "expected", "--batch-size", 3]
+
+
+def test_interrupted_run_keeps_its_rows_and_resume_ends_as_an_uninterrupted_run(expected_args, tmp_path, capsys,
+                                                                                 monkeypatch):
+    from predictors import ExpectedPredictor, compute_metrics
+
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_main(expected_args + ["--out", whole], capsys)[0] == 0
+    with monkeypatch.context() as m:
+        _counting(m, ExpectedPredictor, fail_on=3, exc=KeyboardInterrupt())
+        rc, _, err = run_main(expected_args + ["--out", part], capsys)
+    assert rc == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"interrupted: kept 6 of 10 predictions in {part}; "
+                                            "run the same command with --resume to continue")
+    rows, whole_rows = read_predictions(part), read_predictions(whole)
+    assert rows == whole_rows[:6]   # written per batch, in item order, each row whole
+    partial = _report(part)
+    assert (partial["complete"], partial["n"], partial["total"]) == (False, 6, 10)
+    guesses = [float(r["guess"]) if r["guess"] else None for r in rows]
+    metrics = compute_metrics([float(r["truth"]) for r in rows], guesses)
+    assert {k: partial[k] for k in metrics} == metrics   # n counts only the rows scored
+    assert not (part / "chart.png").exists()
+
+    with monkeypatch.context() as m:
+        calls = _counting(m, ExpectedPredictor)
+        rc, stdout, _ = run_main(expected_args + ["--out", part, "--resume"], capsys)
+    assert rc == 0 and calls == [3, 1]   # only the 4 items left
+    assert (part / "predictions.csv").read_text() == (whole / "predictions.csv").read_text()
+    assert _settled(_report(part)) == _settled(_report(whole)) and _report(part)["complete"] is True
+    assert (part / "chart.png").read_bytes().startswith(PNG_SIGNATURE) and "failures 0 of 10" in stdout
+
+
+def test_a_crash_keeps_the_finished_batches(expected_args, tmp_path, capsys, monkeypatch):
+    from predictors import ExpectedPredictor
+
+    out = tmp_path / "crash"
+    _counting(monkeypatch, ExpectedPredictor, fail_on=2, exc=RuntimeError("CUDA out of memory"))
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        ev.main([str(a) for a in expected_args + ["--out", out]])
+    assert f"kept 3 of 10 predictions in {out}" in capsys.readouterr().err
+    assert len(read_predictions(out)) == 3
+    assert (_report(out)["complete"], _report(out)["n"]) == (False, 3)
+
+
+@pytest.fixture
+def median_args(items_file):
+    return ["--predictor", "median", "--data", items_file, "--split", "all", "--limit", 20, "--batch-size", 4]
+
+
+def _interrupted_median(monkeypatch, median_args, out, capsys, fail_on=3):
+    from predictors import MedianBaseline
+
+    with monkeypatch.context() as m:
+        _counting(m, MedianBaseline, fail_on=fail_on, exc=KeyboardInterrupt())
+        assert run_main(median_args + ["--out", out], capsys)[0] == 130
+
+
+def test_resume_drops_a_torn_row_and_rows_the_report_does_not_count(median_args, tmp_path, capsys, monkeypatch):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_main(median_args + ["--out", whole], capsys)[0] == 0
+    _interrupted_median(monkeypatch, median_args, part, capsys)
+    rows = (whole / "predictions.csv").read_text().splitlines(keepends=True)
+    with (part / "predictions.csv").open("a") as f:
+        f.write(rows[9] + rows[10][:7])    # a row the report does not count yet, then a torn one
+    assert run_main(median_args + ["--out", part, "--resume"], capsys)[0] == 0
+    assert (part / "predictions.csv").read_text() == (whole / "predictions.csv").read_text()
+    assert _settled(_report(part)) == _settled(_report(whole))
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--batch-size", "5"], "batch_size 5 (report.json has 4)"),
+    (["--predictor", "mean"], "predictor 'mean' (report.json has 'median')"),
+])
+def test_resume_refuses_other_settings(change, message, median_args, tmp_path, capsys, monkeypatch):
+    part = tmp_path / "part"
+    _interrupted_median(monkeypatch, median_args, part, capsys)
+    argv = median_args + change if change[0] != "--predictor" else [
+        a if a != "median" else "mean" for a in median_args]
+    rc, _, err = run_main(argv + ["--out", part, "--resume"], capsys)
+    line = _one_line_error(rc, err)
+    assert message in line and "--resume" in line
+
+
+def test_resume_with_nothing_to_resume(median_args, tmp_path, capsys):
+    rc, _, err = run_main(median_args + ["--out", tmp_path / "none", "--resume"], capsys)
+    assert f"nothing to resume in {tmp_path / 'none'}" in _one_line_error(rc, err)
+
+
+def test_resume_refuses_rows_of_other_items(median_args, tmp_path, capsys, monkeypatch):
+    part = tmp_path / "part"
+    _interrupted_median(monkeypatch, median_args, part, capsys)
+    text = (part / "predictions.csv").read_text().splitlines(keepends=True)
+    (part / "predictions.csv").write_text("".join(text[:2] + ["Someone else,1.00,2.00,1.00,green\n"] + text[3:]))
+    rc, _, err = run_main(median_args + ["--out", part, "--resume"], capsys)
+    assert "row 2 is 'Someone else'" in _one_line_error(rc, err)
+
+
+def test_saved_files_are_readable_by_others(median_args, tmp_path, capsys, monkeypatch):
+    old = os.umask(0o022)
+    try:
+        part = tmp_path / "part"
+        _interrupted_median(monkeypatch, median_args, part, capsys)
+        assert {p.name: p.stat().st_mode & 0o777 for p in part.iterdir()} == {
+            "predictions.csv": 0o644, "report.json": 0o644}
+        assert run_main(median_args + ["--out", part, "--resume"], capsys)[0] == 0
+        assert {p.name: p.stat().st_mode & 0o777 for p in part.iterdir()} == {
+            "predictions.csv": 0o644, "report.json": 0o644, "chart.png": 0o644}
+        assert part.stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)
+
+
+# --- failures, bad adapters, bad reports, bad data: honest numbers, one-line errors ----------------------------
+
+def test_failures_are_misses_unless_scored_as_zero(items_file, tmp_path, capsys, monkeypatch):
+    from predictors import MedianBaseline, Prediction
+
+    monkeypatch.setattr(MedianBaseline, "predict", lambda self, prompts, **kw: [Prediction(None)] * len(prompts))
+    args = ["--predictor", "median", "--data", items_file, "--split", "all", "--limit", 12]
+    rc, stdout, _ = run_main(args + ["--out", tmp_path / "miss"], capsys)
+    report = _report(tmp_path / "miss")
+    assert rc == 0 and (report["failures"], report["hit_rate"], report["red"]) == (12, 0.0, 1.0)
+    assert report["score_failures_as_zero"] is False
+    assert ("failures 12 of 12 (no price in the reply): counted as misses; avg error and RMSLE score them as a "
+            "$0 guess") in stdout
+    truths = [float(r["truth"]) for r in read_predictions(tmp_path / "miss")]
+    assert report["avg_error"] == pytest.approx(statistics.fmean(truths))
+    rc, stdout, _ = run_main(args + ["--score-failures-as-zero", "--out", tmp_path / "zero"], capsys)
+    zero = _report(tmp_path / "zero")
+    assert zero["score_failures_as_zero"] is True and "--score-failures-as-zero" in stdout
+    assert zero["hit_rate"] == pytest.approx(sum(t < 40 for t in truths) / 12)    # $0 within $40 of a cheap item
+
+
+def test_adapter_with_nan_weights_is_refused(pricer_adapter, items_file, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "nan-adapter"
+    shutil.copytree(pricer_adapter, bad)
+    tensors = {k: torch.full_like(v, float("nan")) for k, v in load_file(bad / "adapter_model.safetensors").items()}
+    save_file(tensors, bad / "adapter_model.safetensors")
+    out = tmp_path / "out"
+    rc, _, err = run_main(["--adapter", bad, "--data", items_file, "--bits", 16, "--out", out], capsys)
+    line = _one_line_error(rc, err)
+    assert line.startswith(f"error: {bad / 'adapter_model.safetensors'}: base_model.model.") and "NaN" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content, message", [(b"[]", "holds a list, not a report"), (b"{", "not valid JSON"),
+                                              (b'{"n": 2}', "lacks avg_error")])
+def test_compare_names_a_bad_report(content, message, tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.json").write_bytes(content)
+    rc, _, err = run_main(["--compare", tmp_path / "r"], capsys)
+    assert _one_line_error(rc, err).startswith(f"error: {tmp_path / 'r' / 'report.json'}: {message}")
+
+
+def test_csv_with_other_columns(tmp_path, capsys):
+    (tmp_path / "x.csv").write_text("name,cost\nA kettle,12\n")
+    rc, _, err = run_main(["--predictor", "median", "--data", tmp_path / "x.csv", "--out", tmp_path / "o"], capsys)
+    assert _one_line_error(rc, err) == (f"error: {tmp_path / 'x.csv'}: no price column; found columns: name, cost; "
+                                        "need title, text (or description) and price")
+
+
+@pytest.mark.parametrize("content", ["[]", '"x"', "{"])
+def test_adapter_config_that_is_not_an_object(content, pricer_adapter, items_file, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "adapter"
+    shutil.copytree(pricer_adapter, bad)
+    (bad / "adapter_config.json").write_text(content)
+    rc, _, err = run_main(["--adapter", bad, "--data", items_file, "--bits", 16, "--out", tmp_path / "o"], capsys)
+    assert _one_line_error(rc, err).startswith(f"error: {bad / 'adapter_config.json'}: ")
+
+
+def test_unreadable_run_config_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "run" / "adapter").mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(SystemExit) as e:
+        ev.parse_args(["--adapter", str(tmp_path / "run" / "adapter"), "--data", "d", "--out", "o"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert f"{tmp_path / 'run' / 'config.yaml'}: not readable YAML" in err.strip().splitlines()[-1]
+    (tmp_path / "run" / "config.yaml").write_text("- a list\n")   # not a mapping: the defaults apply
+    assert ev.parse_args(["--adapter", str(tmp_path / "run" / "adapter"), "--data", "d", "--out", "o"]).seed == 42

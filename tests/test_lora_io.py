@@ -1,5 +1,6 @@
 """save_adapter / load_adapter: peft's file format both ways, and every bad-adapter error."""
 import json
+import re
 
 import pytest
 import torch
@@ -154,7 +155,7 @@ BAD = {
     "missing weights": (_missing_weights, "has no adapter_model.safetensors"),
     "pickle only": (_only_bin, "adapter_model.bin .a pickle., which pricer never loads"),
     "corrupt weights": (_corrupt, "not a readable safetensors file"),
-    "bad json": (_bad_json, "is not valid JSON"),
+    "bad json": (_bad_json, "adapter_config.json: not valid JSON"),
     "missing config": (_missing_config, "has no adapter_config.json"),
     "missing key": (_drop_key, f"adapter file lacks {Q0}.lora_B.weight"),
     "unexpected key": (_extra_key, "has weights for base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight"),
@@ -192,3 +193,66 @@ def test_missing_folder_and_unsaved_model(tiny_llama, tmp_path):
         load_adapter(tiny_llama, tmp_path / "nope")
     with pytest.raises(ValueError, match="has no LoRA layers"):
         save_adapter(tiny_llama, tmp_path / "x")
+
+
+def _write_config(text):
+    def damage(p):
+        (p / "adapter_config.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    return damage
+
+
+def _all_nan(p):
+    edit_weights(p, lambda t: [v.fill_(float("nan")) for v in t.values()])
+
+
+def _one_inf(p):
+    edit_weights(p, lambda t: t[f"{Q0}.lora_B.weight"].__setitem__((3, 1), float("inf")))
+
+
+def _int_weights(p):
+    edit_weights(p, lambda t: t.update({f"{Q0}.lora_A.weight": t[f"{Q0}.lora_A.weight"].to(torch.int8)}))
+
+
+def _no_tensors(p):
+    save_file({}, p / "adapter_model.safetensors")
+
+
+CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+# (damage, the file the message must name, what it must say)
+NAMED = {
+    "all nan": (_all_nan, WEIGHTS, r": base_model\.model\.\S+ holds NaN or infinite values"),
+    "one inf": (_one_inf, WEIGHTS, rf": {Q0}\.lora_B\.weight holds NaN or infinite values"),
+    "int weights": (_int_weights, WEIGHTS, rf": {Q0}\.lora_A\.weight has dtype torch\.int8"),
+    "no tensors": (_no_tensors, WEIGHTS, "holds no LoRA weights"),
+    "config list": (_write_config("[]"), CONFIG, "holds a list, not a JSON object"),
+    "config string": (_write_config('"x"'), CONFIG, "holds a str, not a JSON object"),
+    "config truncated": (_write_config("{"), CONFIG, "not valid JSON"),
+    "config not utf-8": (_write_config(b'{"r": "\xff"}'), CONFIG, "not UTF-8 text"),
+    "config deep": (_write_config("[" * 100000), CONFIG, r"not valid JSON \(nested too deeply\)"),
+    "r text": (lambda p: edit_config(p, r="x"), CONFIG, "r must be a positive integer, not 'x'"),
+    "r bool": (lambda p: edit_config(p, r=True), CONFIG, "r must be a positive integer, not True"),
+    "targets number": (lambda p: edit_config(p, target_modules=3), CONFIG, "target_modules must be"),
+    "targets of numbers": (lambda p: edit_config(p, target_modules=[1]), CONFIG, "target_modules must be"),
+    "alpha text": (lambda p: edit_config(p, lora_alpha="a"), CONFIG, "lora_alpha must be a positive number"),
+    "alpha inf": (lambda p: edit_config(p, lora_alpha=float("inf")), CONFIG, "lora_alpha must be a positive number"),
+    "dropout null": (lambda p: edit_config(p, lora_dropout=None), CONFIG, "lora_dropout must be a number in"),
+    "dora text": (lambda p: edit_config(p, use_dora="false"), CONFIG, "use_dora must be true or false"),
+    "base not text": (lambda p: edit_config(p, base_model_name_or_path=[1]), CONFIG,
+                      "base_model_name_or_path must be a string"),
+    "huge rank": (lambda p: edit_config(p, r=10 ** 9), WEIGHTS,
+                  r"\.lora_A\.weight has rank 4 but adapter_config\.json says r=1000000000"),
+}
+
+
+@pytest.mark.parametrize("case", NAMED)
+def test_bad_adapter_errors_name_the_file(tiny_llama, saved, case):
+    damage, file, message = NAMED[case]
+    damage(saved)
+    with pytest.raises(AdapterError) as err:
+        load_adapter(tiny_llama, saved)
+    text = str(err.value)
+    assert "\n" not in text and len(text) < 400, text
+    assert text.startswith(f"{saved / file}: "), text
+    assert re.search(message, text), text
+    assert not lora_layers(tiny_llama) and not hasattr(tiny_llama, "lora_config")

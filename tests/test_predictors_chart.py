@@ -17,3 +17,13 @@ def test_chart_points():
 def test_chart_title_format():
     m = {"avg_error": 1234.5, "rmsle": 0.876, "hit_rate": 0.4567}
     assert chart_title("Llama", m) == "Llama: Error=$1,234.50 RMSLE=0.88 Hits=45.7%"
+
+
+def test_a_failure_is_drawn_red_unless_scored_as_zero():
+    from matplotlib.colors import to_rgba
+
+    truths, guesses = [30.0, 100.0], [None, 101.0]
+    (points,) = plot_chart(truths, guesses, "t").axes[0].collections
+    assert [tuple(c) for c in points.get_facecolors()] == [to_rgba("red"), to_rgba("green")]
+    (points,) = plot_chart(truths, guesses, "t", failures_as_zero=True).axes[0].collections
+    assert [tuple(c) for c in points.get_facecolors()] == [to_rgba("green"), to_rgba("green")]

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from predictors.metrics import colour_for, compute_metrics
+from predictors.metrics import colour_for, colours_for, compute_metrics
 
 
 @pytest.mark.parametrize("error, truth, colour", [
@@ -51,3 +51,44 @@ def test_compute_metrics_rejects_bad_input():
         compute_metrics([], [])
     with pytest.raises(ValueError, match="2 truths but 1 guesses"):
         compute_metrics([1.0, 2.0], [1.0])
+
+
+# A failure on a cheap item: as a $0 guess its error (30) would be < $40, a green "hit".
+FAIL_TRUTHS = [30.0, 100.0, 50.0, 500.0]
+FAIL_GUESSES = [None, 110.0, None, 300.0]   # errors as $0 guesses: 30, 10, 50, 200
+
+
+def test_failures_are_misses_by_default():
+    m = compute_metrics(FAIL_TRUTHS, FAIL_GUESSES)
+    assert m["n"] == 4 and m["failures"] == 2 and m["score_failures_as_zero"] is False
+    # Colours: failure red, 10 green, failure red, 200 of 500 (ratio 0.4, not < 0.4; 200 >= 80) red.
+    assert (m["hit_rate"], m["orange"], m["red"]) == (0.25, 0.0, 0.75)
+    # avg_error and RMSLE score a failure as a $0 guess: every report averages over the same items.
+    assert m["avg_error"] == pytest.approx((30 + 10 + 50 + 200) / 4)
+    sle = [math.log(31) ** 2, math.log(111 / 101) ** 2, math.log(51) ** 2, math.log(301 / 501) ** 2]
+    assert m["rmsle"] == pytest.approx(math.sqrt(sum(sle) / 4))
+    buckets = {b["bucket"]: b for b in m["by_bucket"]}
+    assert buckets["$10-50"]["n"] == 1 and buckets["$10-50"]["hit_rate"] == 0.0 and buckets["$10-50"]["failures"] == 1
+    assert buckets["$50-100"]["hit_rate"] == 0.0 and buckets["$100-300"]["hit_rate"] == 1.0
+
+
+def test_failures_as_zero_is_the_course_s_scoring():
+    m = compute_metrics(FAIL_TRUTHS, FAIL_GUESSES, failures_as_zero=True)
+    assert m["failures"] == 2 and m["score_failures_as_zero"] is True
+    # $0 for 30: error 30 < 40, green; $0 for 50: error 50 < 80, orange; 10 green; 200 of 500 red.
+    assert (m["hit_rate"], m["orange"], m["red"]) == (0.5, 0.25, 0.25)
+    default = compute_metrics(FAIL_TRUTHS, FAIL_GUESSES)
+    assert (m["avg_error"], m["rmsle"]) == (default["avg_error"], default["rmsle"])
+
+
+def test_all_failures_are_never_green():
+    """What an adapter of NaN weights produced: every reply without a price."""
+    truths = [5.0, 20.0, 35.0]
+    m = compute_metrics(truths, [None, None, None])
+    assert (m["hit_rate"], m["orange"], m["red"], m["failures"]) == (0.0, 0.0, 1.0, 3)
+    assert compute_metrics(truths, [None, None, None], failures_as_zero=True)["hit_rate"] == 1.0
+
+
+def test_colours_of_items():
+    assert colours_for(FAIL_TRUTHS, FAIL_GUESSES) == ["red", "green", "red", "red"]
+    assert colours_for(FAIL_TRUTHS, FAIL_GUESSES, failures_as_zero=True) == ["green", "green", "orange", "red"]

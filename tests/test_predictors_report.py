@@ -1,9 +1,11 @@
-"""predictors/report.py: the three files of a report, written whole."""
+"""predictors/report.py: the three files of a report, written whole; summaries; reading reports back."""
 from __future__ import annotations
 
 import json
 
-from predictors.report import write_report
+import pytest
+
+from predictors.report import ReportError, format_compare, format_summary, load_reports, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -13,9 +15,77 @@ def test_write_report_files(tmp_path):
     guesses = [12.0, None, 100.0, 45.0, 1200.0]
     report = write_report(tmp_path, ["a", "b", "c", "d", "e"], truths, guesses, {"name": "t"}, "t")
     assert (tmp_path / "chart.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert report["failures"] == 1 and report["n"] == 5
+    assert report["failures"] == 1 and report["n"] == 5 and report["complete"] is True
     assert json.loads((tmp_path / "report.json").read_text()) == report
     lines = (tmp_path / "predictions.csv").read_text().splitlines()
     assert lines[0] == "title,truth,guess,error,colour"
     assert lines[2] == "b,100.00,,100.00,red" and lines[1] == "a,10.00,12.00,2.00,green"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_failure_on_a_cheap_item_is_a_red_row_unless_scored_as_zero(tmp_path):
+    write_report(tmp_path / "miss", ["a"], [30.0], [None], {}, "t")
+    assert (tmp_path / "miss" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,red"
+    report = write_report(tmp_path / "zero", ["a"], [30.0], [None], {}, "t", failures_as_zero=True)
+    assert (tmp_path / "zero" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,green"
+    assert report["score_failures_as_zero"] is True and report["hit_rate"] == 1.0
+
+
+def test_scores_the_guesses_predictions_csv_holds(tmp_path):
+    """The report is a function of predictions.csv: guesses are scored to the cent, as written."""
+    report = write_report(tmp_path, ["a"], [10.0], [12.344999], {}, "t")
+    assert report["avg_error"] == pytest.approx(2.34, abs=1e-12)
+    assert (tmp_path / "predictions.csv").read_text().splitlines()[1] == "a,10.00,12.34,2.34,green"
+
+
+def test_summary_reports_failures_on_their_own_line(tmp_path):
+    report = write_report(tmp_path, ["a", "b", "c"], [30.0, 100.0, 5.0], [None, 100.0, None], {}, "t")
+    lines = format_summary(report).splitlines()
+    assert lines[-2] == "green 33.3%  orange 0.0%  red 66.7%"
+    assert lines[-1] == ("failures 2 of 3 (no price in the reply): counted as misses; "
+                         "avg error and RMSLE score them as a $0 guess")
+    zero = write_report(tmp_path, ["a", "b", "c"], [30.0, 100.0, 5.0], [None, 100.0, None], {}, "t",
+                        failures_as_zero=True)
+    assert format_summary(zero).splitlines()[-1] == ("failures 2 of 3 (no price in the reply): scored as a $0 guess, "
+                                                      "colours included (--score-failures-as-zero)")
+    clean = write_report(tmp_path, ["a"], [30.0], [31.0], {}, "t")
+    assert format_summary(clean).splitlines()[-1] == "failures 0 of 1"
+
+
+def test_compare_marks_partial_reports(tmp_path):
+    full = write_report(tmp_path / "full", ["a", "b"], [30.0, 100.0], [30.0, 90.0], {}, "t")
+    partial = {**full, "complete": False, "n": 2, "total": 10}
+    text = format_compare([("full", full), ("part", partial)])
+    assert text.splitlines()[1].split()[0] == "full"
+    assert text.splitlines()[2].startswith("part (partial: 2 of 10)")
+
+
+def _folder(tmp_path, content: bytes):
+    folder = tmp_path / "run"
+    folder.mkdir(exist_ok=True)
+    (folder / "report.json").write_bytes(content)
+    return folder
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"{", "not valid JSON"),
+    (b"[]", "holds a list, not a report"),
+    (b'"x"', "holds a str, not a report"),
+    (b"\xff\xfe\x00", "not UTF-8 text"),
+    (b'{"n": 3}', "lacks avg_error"),
+    (b'{"n": 3, "avg_error": "big", "rmsle": 1, "hit_rate": 0.5, "failures": 0}', "avg_error is 'big', not a number"),
+    (b'{"n": true, "avg_error": 1, "rmsle": 1, "hit_rate": 0.5, "failures": 0}', "n is True, not a count"),
+    (b'{"n": 0, "complete": false}', "scored no items yet"),
+])
+def test_load_reports_refuses_what_is_not_a_report(tmp_path, content, message):
+    folder = _folder(tmp_path, content)
+    with pytest.raises(ReportError) as e:
+        load_reports([str(folder)])
+    text = str(e.value)
+    assert "\n" not in text and text.startswith(f"{folder / 'report.json'}: ") and message in text
+
+
+def test_load_reports_reads_a_report(tmp_path):
+    write_report(tmp_path / "run", ["a"], [30.0], [31.0], {"name": "x"}, "x")
+    ((name, report),) = load_reports([str(tmp_path / "run")])
+    assert name == "run" and report["n"] == 1

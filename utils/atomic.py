@@ -58,6 +58,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text))
 
 
+def atomic_append(path: str | os.PathLike, text: str) -> None:
+    """Append `text` (UTF-8) to the existing file `path` whole or not at all, and flush it to disk.
+
+    For logs written as work finishes (evaluate.py's predictions.csv): if the append is cut
+    short (a full disk, Ctrl-C between two writes) the file is truncated back to its earlier
+    length, so a reader never meets half a row. The file keeps the modes it was created with
+    (create it with atomic_write first).
+    """
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it becomes `path`.

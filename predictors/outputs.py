@@ -1,0 +1,202 @@
+"""An evaluation's --out folder as it fills: checked before any work, written batch by batch, resumable.
+
+    check_out_dir(out)                                  # before the data or the model is read
+    folder = ReportFolder.fresh(out, items, settings)   # or ReportFolder.resume(...) for --resume
+    with folder.keeping():                              # Ctrl-C or a crash: says what the folder kept
+        ... folder.add(predictions, seconds) after each batch ...
+    report = folder.finish(name)                        # report.json, predictions.csv and chart.png whole
+
+After each batch its rows are appended to predictions.csv (whole or not at all, flushed to
+disk), then report.json is rewritten atomically with the metrics of the rows so far,
+`"complete": false`, `n` the rows scored and `total` the items planned. The report is written
+after the rows, so its n never counts a row that is not on disk, and whatever stops the run (Ctrl-C,
+a crash, a killed process) leaves a valid partial evaluation. Resuming keeps the first n rows
+(a torn or uncounted row after them is dropped and predicted again), checks that they are this
+run's items and that the settings are the same, and continues from item n with the same batches,
+so the finished files are those of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from predictors.base import Prediction
+from predictors.report import (COLUMNS, ReportError, build_report, cents, prediction_rows, read_report,
+                               write_report)
+from utils.atomic import atomic_append, atomic_write_text
+
+FILES = ("report.json", "predictions.csv", "chart.png")
+
+
+class OutDirError(ValueError):
+    """An --out folder evaluate.py cannot write its files in (one line: which and why)."""
+
+
+def check_out_dir(out: str | os.PathLike) -> None:
+    """Refuse an --out that is a file, lies under one, holds a folder where a report file goes, or is not writable."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise OutDirError(f"--out {out} is a file, not a folder: pass a new or existing folder")
+    for name in FILES:
+        if (path / name).is_dir():
+            raise OutDirError(f"{path / name} is a folder where evaluate.py writes a file: pass another --out")
+    probe = path
+    while not os.path.lexists(probe):
+        probe = probe.parent
+    if not probe.is_dir():
+        kind = "a file, not a folder" if probe.is_file() else "not a folder"
+        raise OutDirError(f"--out {out} cannot be created: {probe} is {kind}")
+    # Try it: permission bits say nothing of root, read-only mounts or ACLs.
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".pricer-write-check.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutDirError(f"--out {out} is not writable ({probe}: {e.strerror}): pass a folder you can write "
+                          "to") from None
+
+
+class ReportFolder:
+    """One evaluation's --out folder, filled batch by batch (see the module docstring).
+
+    `device` is what report.json says the predictions ran on; set it once the model is loaded.
+    """
+
+    def __init__(self, out: str | os.PathLike, items: Sequence[Any], settings: dict, failures_as_zero: bool):
+        self.out, self.items, self.failures_as_zero = Path(out), items, failures_as_zero
+        self.settings: dict = json.loads(json.dumps(settings))   # as report.json holds them: lists, not tuples
+        self.guesses: list[float | None] = []
+        self.seconds = 0.0
+        self.mass: float | None = None    # the mean Prediction.mass so far: report.json's search_mass
+        self.device: str | None = None
+        self.started = False
+
+    @property
+    def done(self) -> int:
+        """How many items (the first ones, in order) have their predictions in the folder."""
+        return len(self.guesses)
+
+    @classmethod
+    def fresh(cls, out: str | os.PathLike, items: Sequence[Any], settings: dict,
+              failures_as_zero: bool = False) -> ReportFolder:
+        """A new evaluation; the folder is left as it is until the first batch is done, then replaced."""
+        folder = cls(out, items, settings, failures_as_zero)
+        with contextlib.suppress(ReportError):
+            old = read_report(folder.out / "report.json") if (folder.out / "report.json").is_file() else {}
+            if old.get("complete") is False:
+                print(f"note: {folder.out} holds an unfinished evaluation ({old.get('n')} of {old.get('total')} "
+                      "items); starting over (--resume would continue it)", file=sys.stderr)
+        return folder
+
+    @classmethod
+    def resume(cls, out: str | os.PathLike, items: Sequence[Any], settings: dict,
+               failures_as_zero: bool = False) -> ReportFolder:
+        """The evaluation in `out`, to be continued: ReportError when it was made otherwise or of other items."""
+        folder = cls(out, items, settings, failures_as_zero)
+        report_path, rows_path = folder.out / "report.json", folder.out / "predictions.csv"
+        if not report_path.is_file() or not rows_path.is_file():
+            raise ReportError(f"nothing to resume in {out}: it holds no report.json and predictions.csv of an "
+                              "evaluation; run without --resume")
+        saved = read_report(report_path)
+        folder._check_settings(saved)
+        n = saved.get("n")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= len(items):
+            raise ReportError(f"{report_path}: n is {n!r:.40}, not a count of this run's {len(items)} items; "
+                              "run without --resume")
+        folder.guesses = read_guesses(rows_path, items, n)
+        folder.seconds = float(saved.get("seconds") or 0.0)
+        folder.mass, folder.device = saved.get("search_mass"), saved.get("device")
+        # Rows after the n the report counts (a torn row, a batch whose report was not written) go.
+        folder._write_rows()
+        folder.started = True
+        return folder
+
+    def _check_settings(self, saved: dict) -> None:
+        differ = [f"{key} {value!r} (report.json has {saved.get(key)!r})" for key, value in self.settings.items()
+                  if saved.get(key) != value]
+        if differ:
+            raise ReportError(f"{self.out / 'report.json'} was made with other settings; this run has "
+                              f"{', '.join(differ[:3])}: resume with the same options, or drop --resume to start over")
+
+    def _write_rows(self) -> None:
+        items = self.items[:self.done]
+        atomic_write_text(self.out / "predictions.csv", prediction_rows(
+            [it.title for it in items], [it.price for it in items], self.guesses, self.failures_as_zero, header=True))
+
+    def add(self, predictions: Sequence[Prediction], seconds: float) -> None:
+        """Append the next items' rows to predictions.csv (flushed to disk), then rewrite report.json to count them."""
+        if not self.started:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / "chart.png").unlink()   # an earlier run's, which the new report no longer matches
+            self._write_rows()
+            self.started = True
+        batch = self.items[self.done:self.done + len(predictions)]
+        guesses = [cents(p.price) for p in predictions]
+        atomic_append(self.out / "predictions.csv", prediction_rows(
+            [it.title for it in batch], [it.price for it in batch], guesses, self.failures_as_zero))
+        masses = [p.mass for p in predictions]
+        if masses and None not in masses:
+            # A running mean, so that a resumed run, starting from the saved one, adds up the same floats.
+            self.mass = ((self.mass or 0.0) * self.done + sum(masses)) / (self.done + len(masses))
+        self.guesses += guesses
+        self.seconds += seconds
+        truths = [it.price for it in self.items[:self.done]]
+        report = build_report(truths, self.guesses, self._provenance(), self.failures_as_zero, len(self.items))
+        atomic_write_text(self.out / "report.json", json.dumps({**report, "complete": False}, indent=2) + "\n")
+
+    def _provenance(self) -> dict:
+        return {**self.settings, **({} if self.mass is None else {"search_mass": self.mass}),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(self.seconds, 3),
+                "items_per_s": round(self.done / self.seconds, 3) if self.seconds > 0 else None,
+                "device": self.device}
+
+    def finish(self, name: str) -> dict:
+        """Write the complete report.json, predictions.csv and chart.png (titled `name`); return the report."""
+        titles, truths = [it.title for it in self.items], [it.price for it in self.items]
+        return write_report(self.out, titles, truths, self.guesses, self._provenance(), name, self.failures_as_zero)
+
+    @contextlib.contextmanager
+    def keeping(self) -> Iterator[None]:
+        """Run the batches; on Ctrl-C raise KeyboardInterrupt saying what was kept, on a crash print it first."""
+        try:
+            yield
+        except BaseException as e:
+            kept = (f"kept {self.done} of {len(self.items)} predictions in {self.out}; run the same command with "
+                    "--resume to continue" if self.started else f"no batch finished; {self.out} is as it was")
+            if isinstance(e, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"interrupted: {kept}") from None
+            print(f"stopped by {type(e).__name__}: {kept}", file=sys.stderr)
+            raise
+
+
+def read_guesses(path: Path, items: Sequence[Any], n: int) -> list[float | None]:
+    """The guesses of the first n rows of predictions.csv, checked to be rows of the first n items."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(itertools.islice(csv.reader(f), n + 1))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ReportError(f"{path}: not a predictions file evaluate.py wrote ({e}); run without --resume") from None
+    if not rows or tuple(rows[0]) != COLUMNS:
+        raise ReportError(f"{path}: its header is not {','.join(COLUMNS)}; run without --resume")
+    if len(rows) - 1 < n:
+        raise ReportError(f"{path}: holds {len(rows) - 1} rows but report.json counts {n}; run without --resume")
+    guesses = []
+    for i, (row, item) in enumerate(zip(rows[1:], items), 1):
+        if len(row) != len(COLUMNS) or row[0] != item.title or row[1] != f"{item.price:.2f}":
+            raise ReportError(f"{path}: row {i} is {(row[0] if row else '')!r:.60}, but item {i} of this run is "
+                              f"{item.title!r:.60}: the data, split or sample changed; run without --resume")
+        try:
+            guesses.append(float(row[2]) if row[2] else None)
+        except ValueError:
+            raise ReportError(f"{path}: row {i} has the guess {row[2]!r:.20}, not a price; run without "
+                              "--resume") from None
+    return guesses
