@@ -19,6 +19,8 @@ from predictors.batching import inference, left_padded_batches, model_device, pr
 from predictors.registry import register
 
 ESTIMATES = ("mean", "log-mean", "median")
+INTERVAL = (0.1, 0.9)     # the quantiles of the stated interval: the central 80% of the distribution
+ACCOUNTING = ("none", "by-length")
 # The digit search's defaults, top_m and max_digits: the width trades time for covered mass (see bench/RESULTS.md).
 SEARCH_WIDTH, SEARCH_DIGITS = 30, 4
 
@@ -67,7 +69,7 @@ def _probe_numbers(tokenizer: Any) -> tuple[str, dict[int, int]]:
 
 def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
                         top_k: int = 20, max_digits: int = SEARCH_DIGITS, top_m: int = SEARCH_WIDTH,
-                        min_prob: float = 1e-4) -> list[dict[int, float]]:
+                        min_prob: float = 1e-4, accounting: str = "none") -> list[dict[int, float]]:
     """Per prompt, {price: probability} for the prices the model may write after "Price is $".
 
     "triples" tokenizers: the top_k number tokens of the next-token distribution (the course's
@@ -79,6 +81,12 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
     A leading "0" is only the price 0. The bound: prices 0 to 10**max_digits - 1, at most
     top_m * max_digits prefixes per prompt; mass outside the search is left out, so the
     probabilities sum to the mass the search covered (<= 1), and `point_estimate` renormalises.
+
+    What the search prunes is not spread evenly over prices: a level of d digits keeps top_m of up
+    to 10 * top_m prefixes, so more of the mass of long (dear) numbers is cut than of short ones,
+    and renormalising pulls the estimate down. accounting="by-length" gives the mass pruned at
+    each length back to the prices found with at least that many digits, in proportion to their
+    probabilities (`account_pruned`), so the distribution over lengths is the model's own.
     """
     from transformers import DynamicCache
 
@@ -97,7 +105,9 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
             if kind == "triples":
                 found = _top_numbers(probs, values, top_k)
             else:
-                found = _digit_search(model, cache, mask, probs, values, max_digits, top_m, min_prob)
+                found, pruned = _digit_search(model, cache, mask, probs, values, max_digits, top_m, min_prob)
+                if accounting == "by-length":
+                    found = [account_pruned(f, p) for f, p in zip(found, pruned)]
             for row, i in enumerate(idx):
                 dists[i] = found[row]
             bar.update(len(idx))
@@ -114,9 +124,13 @@ def _top_numbers(probs: Any, number_values: dict[int, int], top_k: int) -> list[
             for row in range(probs.shape[0])]
 
 
-def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: dict[int, int],
-                  max_digits: int, top_m: int, min_prob: float) -> list[dict[int, float]]:
-    """The breadth-first digit search of `price_distributions` for one batch; `cache` is updated in place."""
+def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: dict[int, int], max_digits: int,
+                  top_m: int, min_prob: float) -> tuple[list[dict[int, float]], list[dict[int, float]]]:
+    """The breadth-first digit search of `price_distributions` for one batch; `cache` is updated in place.
+
+    Returns, per prompt, the distribution found and {length: mass of the prefixes of that many
+    digits the search pruned}.
+    """
     import torch
 
     from utils.compat import cache_keyword
@@ -124,6 +138,7 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
     batch = mask.shape[0]
     digit_ids = torch.tensor(sorted(digit_values, key=digit_values.get), device=mask.device)
     found: list[dict[int, float]] = [{} for _ in range(batch)]
+    pruned: list[dict[int, float]] = [{} for _ in range(batch)]
     # A node is one row of the cache: (prompt row, digit string, path probability).
     nodes = [(b, "", 1.0) for b in range(batch)]
     for depth in range(max_digits + 1):
@@ -139,7 +154,14 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
                 q = p * float(digit_probs[r, d])
                 if q >= min_prob and q > 0:
                     children[b].append((q, r, prefix + str(d)))
-        chosen = [c for per_prompt in children for c in sorted(per_prompt, reverse=True)[:top_m]]
+                elif q > 0:
+                    pruned[b][depth + 1] = pruned[b].get(depth + 1, 0.0) + q
+        chosen = []
+        for b, per_prompt in enumerate(children):
+            ranked = sorted(per_prompt, reverse=True)
+            chosen += ranked[:top_m]
+            if len(ranked) > top_m:
+                pruned[b][depth + 1] = pruned[b].get(depth + 1, 0.0) + sum(q for q, _, _ in ranked[top_m:])
         if not chosen:
             break
         parents = torch.tensor([r for _, r, _ in chosen], device=mask.device)
@@ -150,7 +172,24 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
                     use_cache=True, **{cache_keyword(): cache})
         probs = out.logits[:, -1, :].float().softmax(-1)
         nodes = [(nodes[r][0], s, q) for q, r, s in chosen]
-    return found
+    return found, pruned
+
+
+def account_pruned(found: dict[int, float], pruned: dict[int, float]) -> dict[int, float]:
+    """`found` with the mass pruned at each length L given to the found prices of L digits or more.
+
+    Each pruned prefix of L digits stood for prices of at least L digits; their values are
+    unknown, so its mass goes to the found prices of that many digits or more, in proportion to
+    their found probabilities. Mass with no such price to go to stays out (the total stays <= 1).
+    """
+    out = dict(found)
+    for length, mass in sorted(pruned.items()):
+        longer = {v: p for v, p in found.items() if len(str(v)) >= length}
+        total = sum(longer.values())
+        if total > 0:
+            for v, p in longer.items():
+                out[v] += mass * p / total
+    return out
 
 
 def point_estimate(dist: dict[int, float], how: str = "mean") -> float | None:
@@ -172,12 +211,25 @@ def point_estimate(dist: dict[int, float], how: str = "mean") -> float | None:
         return sum(v * p for v, p in dist.items()) / mass
     if how == "log-mean":
         return math.expm1(sum(math.log1p(v) * p for v, p in dist.items()) / mass)
+    return price_quantile(dist, 0.5)
+
+
+def price_quantile(dist: dict[int, float], q: float) -> float | None:
+    """The smallest price whose cumulative probability reaches q of the distribution's mass; None when empty."""
+    mass = sum(dist.values())
+    if mass <= 0:
+        return None
     cumulative = 0.0
     for value in sorted(dist):
         cumulative += dist[value]
-        if cumulative >= mass / 2 * (1 - 1e-9):
+        if cumulative >= q * mass * (1 - 1e-9):
             return float(value)
-    return float(max(dist))   # reached only through NaN probabilities
+    return float(max(dist))
+
+
+def interval(dist: dict[int, float], quantiles: tuple[float, float] = INTERVAL) -> tuple[float | None, float | None]:
+    """(low, high): the distribution's INTERVAL quantiles, the central 80% of its probability by default."""
+    return price_quantile(dist, quantiles[0]), price_quantile(dist, quantiles[1])
 
 
 def predict_expected(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
@@ -194,28 +246,36 @@ def search_record(dists: Sequence[dict[int, float]], width: int, digits: int) ->
 
 @register
 class ExpectedPredictor(Predictor):
-    """A point estimate (--estimate) of the model's price distribution after "Price is $"."""
+    """A point estimate (--estimate) of the model's price distribution after "Price is $", with an 80% interval."""
 
     name = "expected"
-    flags = ("--estimate", "--search-width", "--search-digits")
+    flags = ("--estimate", "--search-width", "--search-digits", "--search-accounting")
 
-    def __init__(self, estimate: str = "mean", search_width: int = SEARCH_WIDTH, search_digits: int = SEARCH_DIGITS):
+    def __init__(self, estimate: str = "mean", search_width: int = SEARCH_WIDTH, search_digits: int = SEARCH_DIGITS,
+                 accounting: str = "none"):
         if estimate not in ESTIMATES:
             raise ValueError(f"unknown estimate {estimate!r}: pick one of {', '.join(ESTIMATES)}")
         if search_width <= 0 or search_digits <= 0:
             raise ValueError(f"search_width and search_digits must be positive, not {search_width}, {search_digits}")
+        if accounting not in ACCOUNTING:
+            raise ValueError(f"unknown search accounting {accounting!r}: pick one of {', '.join(ACCOUNTING)}")
         self.estimate, self.search_width, self.search_digits = estimate, search_width, search_digits
+        self.accounting = accounting
         self.distributions: list[dict[int, float]] = []   # the last predict()'s, for record() and callers
 
     @classmethod
     def add_options(cls, parser: Any) -> None:
-        """--estimate, --search-width, --search-digits (unset: None, so that other predictors can refuse them)."""
+        """--estimate, --search-width, --search-digits, --search-accounting (unset: None, so that other
+        predictors can refuse them)."""
         parser.add_argument("--estimate", choices=ESTIMATES,
                             help="the distribution's point estimate (default mean)")
         parser.add_argument("--search-width", type=int,
                             help=f"digit tokenizers: prefixes kept per digit (default {SEARCH_WIDTH})")
         parser.add_argument("--search-digits", type=int,
                             help=f"digit tokenizers: digits of the longest price (default {SEARCH_DIGITS})")
+        parser.add_argument("--search-accounting", choices=ACCOUNTING,
+                            help="digit tokenizers: give the mass the search prunes back to prices of its length "
+                                 "(by-length) or leave it out (none, the default)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExpectedPredictor:
@@ -223,19 +283,22 @@ class ExpectedPredictor(Predictor):
         for flag, value in (("--search-width", args.search_width), ("--search-digits", args.search_digits)):
             if value is not None and value <= 0:
                 raise OptionError(f"{flag} must be positive")
-        return cls(args.estimate or "mean", args.search_width or SEARCH_WIDTH, args.search_digits or SEARCH_DIGITS)
+        return cls(args.estimate or "mean", args.search_width or SEARCH_WIDTH, args.search_digits or SEARCH_DIGITS,
+                   getattr(args, "search_accounting", None) or "none")
 
     def predict(self, prompts: Sequence[str], *, model: Any = None, tokenizer: Any = None, batch_size: int = 16,
                 train_prices: Sequence[float] = ()) -> list[Prediction]:
-        """The point estimate of each prompt's price distribution, with the probability mass the search covered."""
+        """Each prompt's point estimate, the INTERVAL quantiles around it and the probability mass searched."""
         self.check_model(model, tokenizer)
-        self.distributions = price_distributions(model, tokenizer, prompts, batch_size,
-                                                 max_digits=self.search_digits, top_m=self.search_width)
-        return [Prediction(point_estimate(d, self.estimate), mass=sum(d.values())) for d in self.distributions]
+        self.distributions = price_distributions(model, tokenizer, prompts, batch_size, max_digits=self.search_digits,
+                                                 top_m=self.search_width, accounting=self.accounting)
+        return [Prediction(point_estimate(d, self.estimate), mass=sum(d.values()), low=interval(d)[0],
+                           high=interval(d)[1]) for d in self.distributions]
 
     def record(self) -> dict:
-        """estimate, search_width, search_digits, and (after predict) search_mass, the mean mass covered."""
-        settings = {"estimate": self.estimate, "search_width": self.search_width, "search_digits": self.search_digits}
+        """estimate, search settings, and (after predict) search_mass, the mean mass covered."""
+        settings = {"estimate": self.estimate, "search_width": self.search_width, "search_digits": self.search_digits,
+                    "search_accounting": self.accounting, "interval_quantiles": list(INTERVAL)}
         if not self.distributions:
             return settings
         return {**settings, **search_record(self.distributions, self.search_width, self.search_digits)}

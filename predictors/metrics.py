@@ -13,7 +13,11 @@ under $40 a green "hit"; `failures_as_zero=True` restores that, for comparing wi
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Sequence
+
+MIN_GUESS = 0.5   # the lowest price curation keeps: a guess below it counts as this in the log ratio
+Interval = tuple[float | None, float | None]
 
 GREEN_ERROR, GREEN_RATIO = 40.0, 0.2
 ORANGE_ERROR, ORANGE_RATIO = 80.0, 0.4
@@ -44,6 +48,25 @@ def colours_for(truths: Sequence[float], guesses: Sequence[float | None], failur
             for t, g in zip(truths, guesses)]
 
 
+def log_ratio(truths: Sequence[float], guesses: Sequence[float | None]) -> float | None:
+    """The mean of ln(guess / truth) over the items with a guess: how far, and which way, guesses lean.
+
+    0 is unbiased; -0.69 means guesses at half the truth on average (in log terms), +0.69 at twice
+    it. Failures have no guess and are left out; a guess below MIN_GUESS counts as MIN_GUESS.
+    """
+    ratios = [math.log(max(g, MIN_GUESS) / t) for t, g in zip(truths, guesses) if g is not None and t > 0]
+    return statistics.fmean(ratios) if ratios else None
+
+
+def interval_scores(truths: Sequence[float], intervals: Sequence[Interval | None]) -> dict:
+    """{"n", "coverage", "median_width"} of the stated intervals: the share of truths inside [low, high]."""
+    pairs = [(t, iv) for t, iv in zip(truths, intervals) if iv is not None and None not in iv]
+    if not pairs:
+        return {"n": 0, "coverage": None, "median_width": None}
+    return {"n": len(pairs), "coverage": sum(lo <= t <= hi for t, (lo, hi) in pairs) / len(pairs),
+            "median_width": statistics.median(hi - lo for _, (lo, hi) in pairs)}
+
+
 def _scores(truths: Sequence[float], guesses: Sequence[float | None], failures_as_zero: bool) -> dict:
     n = len(truths)
     filled = [scored_guess(g) for g in guesses]
@@ -58,10 +81,12 @@ def _scores(truths: Sequence[float], guesses: Sequence[float | None], failures_a
         "orange": colours.count("orange") / n,
         "red": colours.count("red") / n,
         "failures": sum(g is None for g in guesses),
+        "log_ratio": log_ratio(truths, guesses),
     }
 
 
-def compute_metrics(truths: Sequence[float], guesses: Sequence[float | None], failures_as_zero: bool = False) -> dict:
+def compute_metrics(truths: Sequence[float], guesses: Sequence[float | None], failures_as_zero: bool = False,
+                    intervals: Sequence[Interval | None] | None = None) -> dict:
     """The course's metrics over all items plus a breakdown by truth price bucket; failures are misses.
 
     A failure (None) counts in hit_rate, orange and red as a miss (red), unless failures_as_zero
@@ -71,19 +96,27 @@ def compute_metrics(truths: Sequence[float], guesses: Sequence[float | None], fa
     would look better than one that tried them, and two reports would no longer compare. A $0
     guess costs a failure the whole truth in avg_error and log1p(truth) in RMSLE's terms, which
     the summary states beside the number of failures.
+
+    Every bucket also gets `log_ratio` (the guesses' lean, so that regression to the middle shows:
+    cheap items over-priced, dear ones under-priced) and, when the predictor states `intervals`,
+    their coverage (report["interval"] over all items).
     """
     if len(truths) != len(guesses):
         raise ValueError(f"{len(truths)} truths but {len(guesses)} guesses: pass one guess per item")
     if not truths:
         raise ValueError("no items to score: check --split and --limit")
     metrics = {**_scores(truths, guesses, failures_as_zero), "score_failures_as_zero": failures_as_zero}
+    if intervals is not None:
+        metrics["interval"] = interval_scores(truths, intervals)
     metrics["by_bucket"] = []
     for name, lo, hi in BUCKETS:
         idx = [i for i, t in enumerate(truths) if lo <= t < hi]
-        row = {"bucket": name, "n": len(idx), "avg_error": None, "rmsle": None, "hit_rate": None, "failures": 0}
+        row = {"bucket": name, "n": len(idx), "avg_error": None, "rmsle": None, "hit_rate": None, "failures": 0,
+               "log_ratio": None}
         if idx:
             sub = _scores([truths[i] for i in idx], [guesses[i] for i in idx], failures_as_zero)
-            row.update(avg_error=sub["avg_error"], rmsle=sub["rmsle"], hit_rate=sub["hit_rate"],
-                       failures=sub["failures"])
+            row.update({k: sub[k] for k in ("avg_error", "rmsle", "hit_rate", "failures", "log_ratio")})
+            if intervals is not None:
+                row["coverage"] = interval_scores([truths[i] for i in idx], [intervals[i] for i in idx])["coverage"]
         metrics["by_bucket"].append(row)
     return metrics

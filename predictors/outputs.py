@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from predictors.base import Prediction
-from predictors.report import (COLUMNS, ReportError, build_report, cents, prediction_rows, read_report,
-                               write_report)
+from predictors.report import (COLUMNS, ReportError, build_report, cents, cents_interval, prediction_rows,
+                               read_report, write_report)
 from utils.atomic import atomic_append, atomic_write_text
 
 FILES = ("report.json", "predictions.csv", "chart.png")
@@ -74,6 +74,8 @@ class ReportFolder:
         self.out, self.items, self.failures_as_zero = Path(out), items, failures_as_zero
         self.settings: dict = json.loads(json.dumps(settings))   # as report.json holds them: lists, not tuples
         self.guesses: list[float | None] = []
+        self.intervals: list[tuple | None] = []    # the predictor's (low, high) per item, None where it states none
+        self.log_axes = True
         self.seconds = 0.0
         self.mass: float | None = None    # the mean Prediction.mass so far: report.json's search_mass
         self.device: str | None = None
@@ -111,7 +113,7 @@ class ReportFolder:
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= len(items):
             raise ReportError(f"{report_path}: n is {n!r:.40}, not a count of this run's {len(items)} items; "
                               "run without --resume")
-        folder.guesses = read_guesses(rows_path, items, n)
+        folder.guesses, folder.intervals = read_guesses(rows_path, items, n)
         folder.seconds = float(saved.get("seconds") or 0.0)
         folder.mass, folder.device = saved.get("search_mass"), saved.get("device")
         # Rows after the n the report counts (a torn row, a batch whose report was not written) go.
@@ -129,7 +131,8 @@ class ReportFolder:
     def _write_rows(self) -> None:
         items = self.items[:self.done]
         atomic_write_text(self.out / "predictions.csv", prediction_rows(
-            [it.title for it in items], [it.price for it in items], self.guesses, self.failures_as_zero, header=True))
+            [it.title for it in items], [it.price for it in items], self.guesses, self.failures_as_zero, header=True,
+            intervals=self.intervals))
 
     def add(self, predictions: Sequence[Prediction], seconds: float) -> None:
         """Append the next items' rows to predictions.csv (flushed to disk), then rewrite report.json to count them."""
@@ -141,17 +144,25 @@ class ReportFolder:
             self.started = True
         batch = self.items[self.done:self.done + len(predictions)]
         guesses = [cents(p.price) for p in predictions]
+        intervals = [cents_interval((p.low, p.high)) if p.low is not None else None for p in predictions]
         atomic_append(self.out / "predictions.csv", prediction_rows(
-            [it.title for it in batch], [it.price for it in batch], guesses, self.failures_as_zero))
+            [it.title for it in batch], [it.price for it in batch], guesses, self.failures_as_zero,
+            intervals=intervals))
         masses = [p.mass for p in predictions]
         if masses and None not in masses:
             # A running mean, so that a resumed run, starting from the saved one, adds up the same floats.
             self.mass = ((self.mass or 0.0) * self.done + sum(masses)) / (self.done + len(masses))
         self.guesses += guesses
+        self.intervals += intervals
         self.seconds += seconds
         truths = [it.price for it in self.items[:self.done]]
-        report = build_report(truths, self.guesses, self._provenance(), self.failures_as_zero, len(self.items))
+        report = build_report(truths, self.guesses, self._provenance(), self.failures_as_zero, len(self.items),
+                              self._stated_intervals())
         atomic_write_text(self.out / "report.json", json.dumps({**report, "complete": False}, indent=2) + "\n")
+
+    def _stated_intervals(self) -> list | None:
+        """The intervals, when the predictor states any (a report of a point predictor has no interval section)."""
+        return self.intervals if any(iv is not None for iv in self.intervals) else None
 
     def _provenance(self) -> dict:
         return {**self.settings, **({} if self.mass is None else {"search_mass": self.mass}),
@@ -162,7 +173,8 @@ class ReportFolder:
     def finish(self, name: str) -> dict:
         """Write the complete report.json, predictions.csv and chart.png (titled `name`); return the report."""
         titles, truths = [it.title for it in self.items], [it.price for it in self.items]
-        return write_report(self.out, titles, truths, self.guesses, self._provenance(), name, self.failures_as_zero)
+        return write_report(self.out, titles, truths, self.guesses, self._provenance(), name, self.failures_as_zero,
+                            self._stated_intervals(), self.log_axes)
 
     @contextlib.contextmanager
     def keeping(self) -> Iterator[None]:
@@ -178,8 +190,15 @@ class ReportFolder:
             raise
 
 
-def read_guesses(path: Path, items: Sequence[Any], n: int) -> list[float | None]:
-    """The guesses of the first n rows of predictions.csv, checked to be rows of the first n items."""
+def _price_or_none(text: str, path: Path, i: int) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        raise ReportError(f"{path}: row {i} has {text!r:.20} where a price goes; run without --resume") from None
+
+
+def read_guesses(path: Path, items: Sequence[Any], n: int) -> tuple[list[float | None], list[tuple | None]]:
+    """The guesses and intervals of the first n rows of predictions.csv, checked to be rows of the first n items."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(itertools.islice(csv.reader(f), n + 1))
@@ -189,14 +208,12 @@ def read_guesses(path: Path, items: Sequence[Any], n: int) -> list[float | None]
         raise ReportError(f"{path}: its header is not {','.join(COLUMNS)}; run without --resume")
     if len(rows) - 1 < n:
         raise ReportError(f"{path}: holds {len(rows) - 1} rows but report.json counts {n}; run without --resume")
-    guesses = []
+    guesses, intervals = [], []
     for i, (row, item) in enumerate(zip(rows[1:], items), 1):
         if len(row) != len(COLUMNS) or row[0] != item.title or row[1] != f"{item.price:.2f}":
             raise ReportError(f"{path}: row {i} is {(row[0] if row else '')!r:.60}, but item {i} of this run is "
                               f"{item.title!r:.60}: the data, split or sample changed; run without --resume")
-        try:
-            guesses.append(float(row[2]) if row[2] else None)
-        except ValueError:
-            raise ReportError(f"{path}: row {i} has the guess {row[2]!r:.20}, not a price; run without "
-                              "--resume") from None
-    return guesses
+        guesses.append(_price_or_none(row[2], path, i))
+        low, high = _price_or_none(row[5], path, i), _price_or_none(row[6], path, i)
+        intervals.append(None if low is None else (low, high))
+    return guesses, intervals

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from predictors.chart import chart_title, plot_chart
-from predictors.metrics import colours_for, compute_metrics, scored_guess
+from predictors.metrics import Interval, colours_for, compute_metrics, scored_guess
 from utils.atomic import atomic_write, atomic_write_text
 
-COLUMNS = ("title", "truth", "guess", "error", "colour")
+COLUMNS = ("title", "truth", "guess", "error", "colour", "low", "high")
 
 
 class ReportError(ValueError):
@@ -30,36 +30,59 @@ def cents(guess: float | None) -> float | None:
     return None if guess is None else float(f"{guess:.2f}")
 
 
+def _money(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def prediction_rows(titles: Sequence[str], truths: Sequence[float], guesses: Sequence[float | None],
-                    failures_as_zero: bool = False, header: bool = False) -> str:
-    """predictions.csv rows as CSV text: title, truth, guess (empty for a failure), error, colour."""
+                    failures_as_zero: bool = False, header: bool = False,
+                    intervals: Sequence[Interval | None] | None = None) -> str:
+    """predictions.csv rows as CSV text: title, truth, guess (empty for a failure), error, colour, and the
+    interval's low and high (empty when the predictor states none)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     if header:
         writer.writerow(COLUMNS)
-    for title, t, g, colour in zip(titles, truths, guesses, colours_for(truths, guesses, failures_as_zero)):
-        writer.writerow([title, f"{t:.2f}", "" if g is None else f"{g:.2f}", f"{abs(scored_guess(g) - t):.2f}",
-                         colour])
+    intervals = intervals if intervals is not None else [None] * len(truths)
+    for title, t, g, colour, iv in zip(titles, truths, guesses, colours_for(truths, guesses, failures_as_zero),
+                                       intervals):
+        low, high = iv if iv is not None else (None, None)
+        writer.writerow([title, f"{t:.2f}", _money(g), f"{abs(scored_guess(g) - t):.2f}", colour, _money(low),
+                         _money(high)])
     return buf.getvalue()
 
 
+def cents_interval(interval: Interval | None) -> Interval | None:
+    """An interval as predictions.csv holds it: both ends to the cent."""
+    return None if interval is None else (cents(interval[0]), cents(interval[1]))
+
+
 def build_report(truths: Sequence[float], guesses: Sequence[float | None], provenance: dict,
-                 failures_as_zero: bool = False, total: int | None = None) -> dict:
+                 failures_as_zero: bool = False, total: int | None = None,
+                 intervals: Sequence[Interval | None] | None = None) -> dict:
     """report.json's content: the metrics of the guesses (to the cent), whether all `total` items are in, provenance."""
     total = len(truths) if total is None else total
-    metrics = compute_metrics(truths, [cents(g) for g in guesses], failures_as_zero) if truths else {"n": 0}
+    if intervals is not None:
+        intervals = [cents_interval(iv) for iv in intervals]
+    metrics = compute_metrics(truths, [cents(g) for g in guesses], failures_as_zero, intervals) if truths else {"n": 0}
     return {**metrics, "complete": len(truths) == total, "total": total, **provenance}
 
 
 def write_report(out_dir: str | os.PathLike, titles: Sequence[str], truths: Sequence[float],
-                 guesses: Sequence[float | None], provenance: dict, name: str, failures_as_zero: bool = False) -> dict:
-    """Write report.json, predictions.csv and chart.png into out_dir; return the report (metrics, then provenance)."""
+                 guesses: Sequence[float | None], provenance: dict, name: str, failures_as_zero: bool = False,
+                 intervals: Sequence[Interval | None] | None = None, log_axes: bool = True) -> dict:
+    """Write report.json, predictions.csv and chart.png into out_dir; return the report (metrics, then provenance).
+
+    `intervals` are the predictor's (low, high) per item, when it states them; `log_axes` False
+    draws the course's linear chart.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     guesses = [cents(g) for g in guesses]
-    report = build_report(truths, guesses, provenance, failures_as_zero)
-    atomic_write_text(out / "predictions.csv", prediction_rows(titles, truths, guesses, failures_as_zero, header=True))
-    fig = plot_chart(truths, guesses, chart_title(name, report), failures_as_zero)
+    report = build_report(truths, guesses, provenance, failures_as_zero, intervals=intervals)
+    atomic_write_text(out / "predictions.csv", prediction_rows(titles, truths, guesses, failures_as_zero, header=True,
+                                                               intervals=intervals))
+    fig = plot_chart(truths, guesses, chart_title(name, report), failures_as_zero, log_axes)
     atomic_write(out / "chart.png", lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -67,13 +90,18 @@ def write_report(out_dir: str | os.PathLike, titles: Sequence[str], truths: Sequ
 
 def format_summary(report: dict) -> str:
     """The printed summary: one line per price bucket, a total line, the colours, and the failures on their own."""
-    lines = [f"{'bucket':<10} {'n':>6} {'avg error':>10} {'RMSLE':>7} {'hits':>7}"]
-    for b in report["by_bucket"]:
+    covered = "interval" in report
+    lines = [f"{'bucket':<10} {'n':>6} {'avg error':>10} {'RMSLE':>7} {'hits':>7} {'lean':>7}"
+             + (f" {'covered':>8}" if covered else "")]
+    for b in report["by_bucket"] + [{**report, "bucket": "all", "coverage": report.get("interval", {}).get("coverage")}]:
         if b["n"]:
             lines.append(f"{b['bucket']:<10} {b['n']:>6,} {b['avg_error']:>10,.2f} {b['rmsle']:>7.2f} "
-                         f"{b['hit_rate'] * 100:>6.1f}%")
-    lines.append(f"{'all':<10} {report['n']:>6,} {report['avg_error']:>10,.2f} {report['rmsle']:>7.2f} "
-                 f"{report['hit_rate'] * 100:>6.1f}%")
+                         f"{b['hit_rate'] * 100:>6.1f}% {_signed(b.get('log_ratio')):>7}"
+                         + (f" {_percent(b.get('coverage')):>8}" if covered else ""))
+    lines.append("lean: mean ln(guess / truth), 0 unbiased, -0.69 = half the truth"
+                 + (f"; covered: share of truths inside the predictor's {_level(report)} interval "
+                    f"(median width ${report['interval']['median_width']:,.2f})" if covered and
+                    report["interval"]["n"] else ""))
     lines.append(f"green {report['hit_rate'] * 100:.1f}%  orange {report['orange'] * 100:.1f}%  "
                  f"red {report['red'] * 100:.1f}%")
     line = f"failures {report['failures']:,} of {report['n']:,}"
@@ -82,6 +110,19 @@ def format_summary(report: dict) -> str:
     elif report["failures"]:
         line += " (no price in the reply): counted as misses; avg error and RMSLE score them as a $0 guess"
     return "\n".join(lines + [line])
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.2f}"
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:.1f}%"
+
+
+def _level(report: dict) -> str:
+    quantiles = report.get("interval_quantiles")
+    return f"{round((quantiles[1] - quantiles[0]) * 100)}%" if isinstance(quantiles, list) else "stated"
 
 
 def _label(name: str, report: dict) -> str:

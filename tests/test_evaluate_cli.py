@@ -298,8 +298,10 @@ def test_interrupted_run_keeps_its_rows_and_resume_ends_as_an_uninterrupted_run(
     partial = _report(part)
     assert (partial["complete"], partial["n"], partial["total"]) == (False, 6, 10)
     guesses = [float(r["guess"]) if r["guess"] else None for r in rows]
-    metrics = compute_metrics([float(r["truth"]) for r in rows], guesses)
+    intervals = [(float(r["low"]), float(r["high"])) if r["low"] else None for r in rows]
+    metrics = compute_metrics([float(r["truth"]) for r in rows], guesses, intervals=intervals)
     assert {k: partial[k] for k in metrics} == metrics   # n counts only the rows scored
+    assert partial["interval"]["n"] == 6                  # the expected predictor states an interval per item
     assert not (part / "chart.png").exists()
 
     with monkeypatch.context() as m:

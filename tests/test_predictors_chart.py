@@ -7,11 +7,16 @@ from predictors.chart import chart_title, plot_chart
 def test_chart_points():
     truths = [10.0, 100.0, 500.0, 40.0, 900.0]
     guesses = [12.0, None, 100.0, 45.0, 1200.0]
-    fig = plot_chart(truths, guesses, "t")
+    fig = plot_chart(truths, guesses, "t", log_axes=False)   # the course's linear chart
     (points,) = fig.axes[0].collections
     assert len(points.get_offsets()) == 5
     assert points.get_offsets()[1].tolist() == [100.0, 0.0]   # a failure is drawn at $0
     assert fig.axes[0].get_xlim() == (0, 1200.0) and fig.axes[0].get_ylim() == (0, 1200.0)
+    # Log axes (the default): from a third below the cheapest to a half above the dearest price;
+    # a failure sits on the bottom edge.
+    (points,) = plot_chart(truths, guesses, "t").axes[0].collections
+    assert points.get_offsets()[1].tolist() == [100.0, 10.0 / 1.5]
+    assert plot_chart(truths, guesses, "t").axes[0].get_xlim() == (10.0 / 1.5, 1800.0)
 
 
 def test_chart_title_format():

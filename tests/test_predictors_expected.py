@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import PROMPTS, dollar_id, make_bigram, token_id
-from predictors.expected import (ESTIMATES, ExpectedPredictor, number_tokens, point_estimate, predict_expected,
-                                 price_distributions)
+from predictors.expected import (ESTIMATES, ExpectedPredictor, account_pruned, interval, number_tokens, point_estimate,
+                                 predict_expected, price_distributions, price_quantile)
 
 # ---------------------------------------------------------------- point estimates of a distribution
 
@@ -168,14 +168,18 @@ def test_expected_predictor_masses_and_record(tiny_llama, tiny_tokenizer):
     """Each Prediction carries the mass its search covered; record() is what report.json says of the settings."""
     model = make_bigram(tiny_llama, digit_table(tiny_tokenizer))
     predictor = ExpectedPredictor(estimate="median", search_width=2, search_digits=3)
-    assert predictor.record() == {"estimate": "median", "search_width": 2, "search_digits": 3}   # before predict
+    assert predictor.record() == {"estimate": "median", "search_width": 2, "search_digits": 3,
+                                  "search_accounting": "none", "interval_quantiles": [0.1, 0.9]}   # before predict
     predictions = predictor.predict(PROMPTS, model=model, tokenizer=tiny_tokenizer, batch_size=2)
     # top_m=2 keeps "1" and "2" at the first digit (not "0"): 1, 15, 2, 23, 233 of DIGIT_DIST.
     mass = 0.3 + 0.2 + 0.27 + 0.015 + 0.0075
     assert [p.price for p in predictions] == [2.0] * 3   # cumulative .3 at 1, .57 at 2 >= half of .7925
     assert [p.mass for p in predictions] == pytest.approx([mass] * 3, rel=1e-5)
+    # The 80% interval: 10% of .7925 is reached at 1, 90% (.713) at 15 (cumulative .3, .57, .77).
+    assert [(p.low, p.high) for p in predictions] == [(1.0, 15.0)] * 3
     record = predictor.record()
-    assert list(record) == ["estimate", "search_width", "search_digits", "search_mass"]
+    assert list(record) == ["estimate", "search_width", "search_digits", "search_accounting", "interval_quantiles",
+                            "search_mass"]
     assert record["search_mass"] == pytest.approx(mass, rel=1e-5)
 
 
@@ -187,3 +191,37 @@ def test_expected_predictor_masses_and_record(tiny_llama, tiny_tokenizer):
 def test_expected_predictor_refuses_bad_settings(options, message):
     with pytest.raises(ValueError, match=message):
         ExpectedPredictor(**options)
+
+
+def test_quantiles_and_interval_by_hand():
+    # DIGIT_DIST sorted: 0 (.1), 1 (.4), 2 (.67), 15 (.87), 23, 233, 2333 of .89625.
+    assert price_quantile(DIGIT_DIST, 0.1) == 0.0          # .1 >= .0896
+    assert price_quantile(DIGIT_DIST, 0.5) == 2.0          # .67 >= .448
+    assert interval(DIGIT_DIST) == (0.0, 15.0)            # 90% is .8066, first reached at 15 (.87)
+    assert interval(DIGIT_DIST, (0.45, 0.99)) == (2.0, 233.0)   # 99% is .8873: 23 has .885, 233 .8925
+    assert price_quantile({}, 0.5) is None and interval({}) == (None, None)
+
+
+def test_pruned_mass_goes_to_prices_of_its_length_by_hand():
+    found = {5: 0.4, 50: 0.2, 500: 0.1}
+    # .2 pruned among 2-digit prefixes goes to 50 and 500 (2:1); .1 among 3-digit ones to 500 alone;
+    # .05 among 4-digit ones has no found price of 4 digits and stays out.
+    got = account_pruned(found, {2: 0.2, 3: 0.1, 4: 0.05})
+    assert got == pytest.approx({5: 0.4, 50: 0.2 + 0.2 * 2 / 3, 500: 0.1 + 0.2 / 3 + 0.1})
+    assert point_estimate(found) == pytest.approx((2 + 10 + 50) / 0.7)
+    assert point_estimate(got) == pytest.approx(5 * 0.4 + 50 * (0.2 + 0.4 / 3) + 500 * (0.2 + 0.2 / 3))
+    assert found == {5: 0.4, 50: 0.2, 500: 0.1}           # not changed in place
+
+
+def test_the_search_reports_what_it_prunes_and_accounting_uses_it(tiny_llama, tiny_tokenizer):
+    model = make_bigram(tiny_llama, digit_table(tiny_tokenizer))
+    # min_prob .01 drops "2333" (.0075): mass pruned at 4 digits, which no found price has.
+    (plain,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1], min_prob=0.01, top_m=2)
+    (accounted,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1], min_prob=0.01, top_m=2,
+                                       accounting="by-length")
+    # top_m=2 at the first digit prunes "0" (.2): a 1-digit prefix, so it goes to every found price.
+    assert accounted == pytest.approx({v: p * (1 + 0.2 / sum(plain.values())) for v, p in plain.items()})
+    predictor = ExpectedPredictor(search_width=2, accounting="by-length")
+    assert predictor.record()["search_accounting"] == "by-length"
+    with pytest.raises(ValueError, match="unknown search accounting"):
+        ExpectedPredictor(accounting="guess")

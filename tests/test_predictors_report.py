@@ -18,16 +18,16 @@ def test_write_report_files(tmp_path):
     assert report["failures"] == 1 and report["n"] == 5 and report["complete"] is True
     assert json.loads((tmp_path / "report.json").read_text()) == report
     lines = (tmp_path / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "title,truth,guess,error,colour"
-    assert lines[2] == "b,100.00,,100.00,red" and lines[1] == "a,10.00,12.00,2.00,green"
+    assert lines[0] == "title,truth,guess,error,colour,low,high"
+    assert lines[2] == "b,100.00,,100.00,red,," and lines[1] == "a,10.00,12.00,2.00,green,,"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_a_failure_on_a_cheap_item_is_a_red_row_unless_scored_as_zero(tmp_path):
     write_report(tmp_path / "miss", ["a"], [30.0], [None], {}, "t")
-    assert (tmp_path / "miss" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,red"
+    assert (tmp_path / "miss" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,red,,"
     report = write_report(tmp_path / "zero", ["a"], [30.0], [None], {}, "t", failures_as_zero=True)
-    assert (tmp_path / "zero" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,green"
+    assert (tmp_path / "zero" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,green,,"
     assert report["score_failures_as_zero"] is True and report["hit_rate"] == 1.0
 
 
@@ -35,7 +35,7 @@ def test_scores_the_guesses_predictions_csv_holds(tmp_path):
     """The report is a function of predictions.csv: guesses are scored to the cent, as written."""
     report = write_report(tmp_path, ["a"], [10.0], [12.344999], {}, "t")
     assert report["avg_error"] == pytest.approx(2.34, abs=1e-12)
-    assert (tmp_path / "predictions.csv").read_text().splitlines()[1] == "a,10.00,12.34,2.34,green"
+    assert (tmp_path / "predictions.csv").read_text().splitlines()[1] == "a,10.00,12.34,2.34,green,,"
 
 
 def test_summary_reports_failures_on_their_own_line(tmp_path):
@@ -89,3 +89,35 @@ def test_load_reports_reads_a_report(tmp_path):
     write_report(tmp_path / "run", ["a"], [30.0], [31.0], {"name": "x"}, "x")
     ((name, report),) = load_reports([str(tmp_path / "run")])
     assert name == "run" and report["n"] == 1
+
+
+def test_interval_coverage_and_lean_by_hand(tmp_path):
+    """Coverage: the share of truths inside [low, high]; lean: mean ln(guess / truth), per bucket too."""
+    import math
+
+    truths = [5.0, 8.0, 400.0, 600.0]
+    guesses = [10.0, 8.0, 200.0, None]
+    intervals = [(4.0, 12.0), (9.0, 20.0), (150.0, 450.0), None]    # 5 in, 8 out, 400 in, none stated
+    report = write_report(tmp_path, list("abcd"), truths, guesses, {"interval_quantiles": [0.1, 0.9]}, "t",
+                          intervals=intervals)
+    assert report["interval"] == {"n": 3, "coverage": pytest.approx(2 / 3), "median_width": 11.0}
+    assert report["log_ratio"] == pytest.approx((math.log(2) + 0 + math.log(0.5)) / 3)   # the failure has none
+    buckets = {b["bucket"]: b for b in report["by_bucket"]}
+    assert buckets["<$10"]["log_ratio"] == pytest.approx(math.log(2) / 2) and buckets["<$10"]["coverage"] == 0.5
+    assert buckets["$300-1000"]["log_ratio"] == pytest.approx(math.log(0.5))
+    assert buckets["$300-1000"]["coverage"] == 1.0
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert rows[1] == "a,5.00,10.00,5.00,green,4.00,12.00" and rows[4].endswith(",,")
+    summary = format_summary(report)
+    assert "covered" in summary and "66.7%" in summary and "80% interval (median width $11.00)" in summary
+    assert "-0.69" in summary   # the $300-1000 bucket leans to half the truth
+
+
+def test_log_axes_chart_and_the_linear_one(tmp_path):
+    from predictors.chart import plot_chart
+
+    fig = plot_chart([1.0, 10.0, 900.0], [2.0, None, 800.0], "t")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log" and ax.get_xlim()[0] > 0
+    linear = plot_chart([1.0, 10.0, 900.0], [2.0, None, 800.0], "t", log_axes=False).axes[0]
+    assert linear.get_xscale() == "linear" and linear.get_xlim()[0] == 0
