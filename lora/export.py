@@ -1,0 +1,134 @@
+"""`python -m lora.export`: fold an adapter into its base and write a model folder that serves as it is.
+
+    python -m lora.export --adapter runs/x/adapter --out runs/x/merged [--base MODEL]
+                          [--dtype bfloat16|float16|float32] [--gguf f16|q8_0]
+
+The base (--base, else the adapter_config.json's base_model_name_or_path) is loaded in the dtype
+its checkpoint is stored in, never in 4 bits: export_merged computes W + s*B@A in float32 and
+rounds it once to --dtype, so the folder carries no requantization error. (A QLoRA adapter was
+trained against the 4-bit rounding of W; merged into the 16-bit W it makes the usual merged QLoRA
+model, whose outputs differ from the 4-bit one's by about the quantization error.) The folder is
+what `vllm serve DIR` and
+`AutoModelForCausalLM.from_pretrained(DIR)` load. With --gguf it also holds model-<type>.gguf for
+llama.cpp and Ollama (lora/gguf_export.py), written from the folder's own weights.
+
+The folder appears whole or not at all: it is built in a temporary sibling and renamed into
+place. An existing non-empty --out is refused and left untouched.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring); values are checked by check_args, not here."""
+    p = argparse.ArgumentParser(prog="python -m lora.export",
+                                description="Merge a LoRA adapter into its base; write an HF folder (+ GGUF).")
+    p.add_argument("--adapter", help="adapter folder (adapter_config.json + adapter_model.safetensors)")
+    p.add_argument("--base", help="base model: embedded name, folder or hub id (default: the adapter's base)")
+    p.add_argument("--out", help="new folder for the merged model")
+    p.add_argument("--dtype", default="bfloat16", help="weights of the merged folder: bfloat16, float16 or float32")
+    p.add_argument("--gguf", help="also write DIR/model-<type>.gguf, type f16 or q8_0 (Llama architectures)")
+    return p.parse_args([str(a) for a in argv] if argv is not None else None)
+
+
+def check_args(args: argparse.Namespace) -> str:
+    """Validate everything that needs no model weights; return the base to load. ValueError when unusable."""
+    from .config import AdapterError
+    from .gguf_export import GGUF_KINDS
+    from .io import read_adapter
+
+    if not args.adapter or not args.out:
+        raise ValueError("pass --adapter DIR and --out DIR (python -m lora.export --help)")
+    if args.dtype not in DTYPES:
+        raise ValueError(f"unknown --dtype {args.dtype!r}: use one of {', '.join(DTYPES)}")
+    if args.gguf is not None and args.gguf not in GGUF_KINDS:
+        raise ValueError(f"unknown --gguf type {args.gguf!r}: use one of {', '.join(GGUF_KINDS)}")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty folder: choose a new --out (nothing was written)")
+    config, _ = read_adapter(Path(args.adapter))
+    base = args.base or config.base_model_name_or_path
+    if not base:
+        raise AdapterError(f"{Path(args.adapter) / 'adapter_config.json'} names no base model: pass --base MODEL")
+    return base
+
+
+def export_adapter(adapter: str | os.PathLike, out: str | os.PathLike, base: str, dtype: torch.dtype = torch.bfloat16,
+                   gguf: str | None = None, device: str | None = None) -> Path:
+    """Load base + adapter, write the merged folder to `out` (and model-<gguf>.gguf in it); return `out`."""
+    from transformers import AutoConfig
+
+    from quant import load_base_model, resolve_model
+    from quant.exceptions import ModelError
+    from utils.atomic import atomic_folder
+
+    from .gguf_export import check_gguf_support, write_gguf
+    from .io import load_adapter
+    from .merge import export_merged
+
+    out, path = Path(out), resolve_model(base)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as e:
+        raise ModelError(f"cannot read the config of base model {base!r} ({str(e).strip().splitlines()[0]}); "
+                         "pass --base with a checkpoint folder or the embedded 'smollm2-135m'") from None
+    if gguf is not None:
+        check_gguf_support(config)  # before minutes of loading, not after
+    model, tokenizer = load_base_model(base, bits=16, compute_dtype=config.dtype or torch.float32, device=device)
+    if gguf is not None:
+        check_gguf_support(config, tokenizer)
+    adapter_config = load_adapter(model, adapter)
+    print(f"adapter {adapter}: r={adapter_config.r}, alpha={adapter_config.alpha:g}, {_count_layers(model)} layers")
+    if out.is_dir():
+        out.rmdir()  # empty (check_args made sure); rmdir refuses a folder someone has filled since
+    started = time.perf_counter()
+    with atomic_folder(out) as tmp:
+        # export_merged builds in its own temporary folder and renames it onto tmp; this outer one
+        # makes the GGUF file part of the same final rename.
+        export_merged(model, tokenizer, tmp, dtype=dtype)
+        print(f"merged -> {out} ({str(dtype).removeprefix('torch.')}, {_size(tmp, '*.safetensors')}) "
+              f"in {time.perf_counter() - started:.1f}s")
+        if gguf is not None:
+            started = time.perf_counter()
+            written = write_gguf(tmp, gguf, name=out.name)
+            print(f"gguf -> {out / written.name} ({_size(tmp, written.name)}) in {time.perf_counter() - started:.1f}s")
+    return out
+
+
+def _count_layers(model: torch.nn.Module) -> int:
+    from .inject import lora_layers
+
+    return len(lora_layers(model))
+
+
+def _size(folder: Path, pattern: str) -> str:
+    """Total size of the files matching pattern, in MB."""
+    return f"{sum(p.stat().st_size for p in folder.glob(pattern)) / 1e6:.0f} MB"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI: 0 when written, 2 with one `error: ...` line on a user error."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        base = check_args(args)
+        export_adapter(args.adapter, args.out, base, DTYPES[args.dtype], args.gguf)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
