@@ -29,9 +29,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from predictors import (OptionError, ReportFolder, add_model_options, add_predictor_options, check_out_dir,
-                        device_name, format_compare, format_summary, load_model, load_reports, model_name, pick_items,
-                        predict_in_batches, predictor_from_args, resolve_base, run_settings, with_run_defaults)
+from predictors import (OptionError, ReportFolder, add_model_options, add_predictor_options, append_to_model_card,
+                        check_out_dir, device_name, format_compare, format_summary, in_length_order, load_model,
+                        load_reports, model_name, pick_items, predict_in_batches, predictor_from_args, resolve_base,
+                        run_settings, with_run_defaults)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -47,6 +48,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="folder for report.json, predictions.csv and chart.png")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted evaluation in --out (run with the same options)")
+    p.add_argument("--linear-chart", action="store_true", help="chart.png on the course's linear axes (default: log)")
     p.add_argument("--score-failures-as-zero", action="store_true",
                    help="score a reply with no price as a $0 guess in the colours too, as the course did "
                         "(default: a failure is a miss, and a $0 guess only in avg error and RMSLE)")
@@ -67,6 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     """Evaluate as the arguments say, writing the outputs batch by batch, and return the report."""
     from data import test_prompt
+    from quant import load_tokenizer, resolve_model
 
     check_out_dir(args.out)
     items, train_prices = pick_items(args)
@@ -74,17 +77,25 @@ def run(args: argparse.Namespace) -> dict:
     base = resolve_base(args.adapter, args.base) if predictor.needs_model else None
     name = model_name(args.adapter, base) if base is not None else f"{predictor.name} baseline"
     settings = run_settings(args, name, base, predictor.needs_model, predictor.record())
+    tokenizer = load_tokenizer(resolve_model(base)) if predictor.needs_model else None
+    prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items]
+    if predictor.needs_model:
+        items, prompts = in_length_order(items, prompts, tokenizer)   # the batches a whole-split predict() forms
     opened = ReportFolder.resume if args.resume else ReportFolder.fresh
     folder = opened(args.out, items, settings, args.score_failures_as_zero)   # a refused --resume costs no model load
-    model = tokenizer = None
+    folder.log_axes = not args.linear_chart
+    model = None
     if predictor.needs_model:
         model, tokenizer = load_model(base, args.adapter, args.bits, args.quant_type, args.compute_dtype)
     folder.device = device_name(model)
-    prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items[folder.done:]]
     with folder.keeping():
-        predict_in_batches(predictor, prompts, folder.add, batch_size=args.batch_size, done=folder.done,
-                           total=len(items), model=model, tokenizer=tokenizer, train_prices=train_prices)
-    return folder.finish(name)
+        predict_in_batches(predictor, prompts[folder.done:], folder.add, batch_size=args.batch_size,
+                           done=folder.done, total=len(items), model=model, tokenizer=tokenizer,
+                           train_prices=train_prices)
+    report = folder.finish(name)
+    if args.adapter and append_to_model_card(args.adapter, report):
+        print(f"added these test metrics to {args.adapter}/README.md")
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:

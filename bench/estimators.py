@@ -34,7 +34,6 @@ from typing import Any, Sequence
 from predictors import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, add_model_options, load_model, model_name,
                         pick_items, point_estimate, price_distributions, provenance, resolve_base, search_record,
                         with_run_defaults, write_report)
-from predictors.batching import progress_over
 from utils.atomic import atomic_write
 
 SPLITS = ("pool", "balanced")
@@ -113,13 +112,9 @@ def measure(model: Any, tokenizer: Any, args: argparse.Namespace, base: str, spl
 
     prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items]
     start = time.perf_counter()
-    # Batch by batch in item order, as evaluate.py predicts: a batched model's numbers depend on which
-    # prompts share a batch's padding, and these reports must be the ones evaluate.py writes.
-    dists: list[dict[int, float]] = []
-    with progress_over(len(prompts), f"expected w{width}"):
-        for first in range(0, len(prompts), args.batch_size):
-            dists += price_distributions(model, tokenizer, prompts[first:first + args.batch_size], args.batch_size,
-                                         max_digits=args.search_digits, top_m=width)
+    # The whole split at once: the predictor groups prompts by length into the batches evaluate.py
+    # forms too (predictors.in_length_order), so these reports are the ones evaluate.py writes.
+    dists = price_distributions(model, tokenizer, prompts, args.batch_size, max_digits=args.search_digits, top_m=width)
     seconds = time.perf_counter() - start
     dists = [dict(sorted(d.items())) for d in dists]   # as load_distributions reads them: same sums, same bits
     record = provenance(split_args(args, split), model_name(args.adapter, base), base, model, len(items),

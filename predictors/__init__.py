@@ -20,13 +20,14 @@ from predictors.baselines import MeanBaseline, MedianBaseline, constant_predicti
 from predictors.chart import chart_title, plot_chart
 from predictors.cli import RUN_DEFAULTS, add_model_options, add_predictor_options, predictor_from_args, with_run_defaults
 from predictors.metrics import BUCKETS, colour_for, colours_for, compute_metrics
-from predictors.report import ReportError, format_compare, format_summary, load_reports, write_report
+from predictors.report import (ReportError, append_to_model_card, format_compare, format_summary, load_reports,
+                               write_report)
 from predictors.outputs import OutDirError, ReportFolder, check_out_dir
-from predictors.run import (device_name, load_model, model_name, pick_items, predict_in_batches, provenance,
-                            resolve_base, run_settings)
+from predictors.run import (device_name, in_length_order, load_model, model_name, pick_items, predict_in_batches,
+                            provenance, resolve_base, run_settings)
 
 __all__ = [
-    "BUCKETS", "ESTIMATES", "ExpectedPredictor", "GreedyPredictor", "MeanBaseline", "MedianBaseline", "OptionError",
+    "BUCKETS", "ESTIMATES", "append_to_model_card", "in_length_order", "ExpectedPredictor", "GreedyPredictor", "MeanBaseline", "MedianBaseline", "OptionError",
     "OutDirError", "PREDICTORS", "Prediction", "Predictor", "RUN_DEFAULTS", "ReportError", "ReportFolder",
     "SEARCH_DIGITS", "SEARCH_WIDTH", "add_model_options", "add_predictor_options", "chart_title", "check_out_dir",
     "colour_for", "colours_for", "compute_metrics", "constant_prediction", "device_name", "extract_price",

@@ -25,6 +25,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"),
                    help="default: the run's, else bfloat16")
     p.add_argument("--max-text-tokens", type=int, help="default: the run's, else 160")
+    p.add_argument("--holdout-source", help="leave-one-source-out: the test split is this source file's items "
+                                            "(e.g. mixed), the others train (default: the run's, else none)")
 
 
 DEFAULT_PREDICTOR = "greedy"
@@ -58,7 +60,8 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
 RUN_DEFAULTS = {"seed": ("data", "seed", 42), "val_fraction": ("data", "val_fraction", 0.05),
                 "test_fraction": ("data", "test_fraction", 0.1), "max_text_tokens": ("data", "max_text_tokens", 160),
                 "bits": ("model", "bits", 4), "quant_type": ("model", "quant_type", "nf4"),
-                "compute_dtype": ("model", "compute_dtype", "bfloat16")}
+                "compute_dtype": ("model", "compute_dtype", "bfloat16"),
+                "holdout_source": ("data", "holdout_source", None)}
 
 
 def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:

@@ -32,6 +32,7 @@ from predictors.base import Prediction
 from predictors.report import (COLUMNS, ReportError, build_report, cents, cents_interval, prediction_rows,
                                read_report, write_report)
 from utils.atomic import atomic_append, atomic_write_text
+from utils.provenance import git_state, package_versions
 
 FILES = ("report.json", "predictions.csv", "chart.png")
 
@@ -80,6 +81,7 @@ class ReportFolder:
         self.mass: float | None = None    # the mean Prediction.mass so far: report.json's search_mass
         self.device: str | None = None
         self.started = False
+        self.code = {"git": git_state(), "versions": package_versions()}   # what produced these numbers
 
     @property
     def done(self) -> int:
@@ -168,7 +170,7 @@ class ReportFolder:
         return {**self.settings, **({} if self.mass is None else {"search_mass": self.mass}),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(self.seconds, 3),
                 "items_per_s": round(self.done / self.seconds, 3) if self.seconds > 0 else None,
-                "device": self.device}
+                "device": self.device, "code": self.code}
 
     def finish(self, name: str) -> dict:
         """Write the complete report.json, predictions.csv and chart.png (titled `name`); return the report."""

@@ -191,3 +191,24 @@ def load_reports(dirs: Sequence[str]) -> list[tuple[str, dict]]:
             raise FileNotFoundError(f"no report.json in {d}: pass folders written by evaluate.py --out")
         reports.append((Path(d).resolve().name, check_metrics(path, read_report(path))))
     return reports
+
+
+def append_to_model_card(adapter: str | os.PathLike, report: dict) -> Path | None:
+    """Add this evaluation's metrics under the "## Evaluations" of the adapter's README.md (train.py's model card);
+    returns the card, or None when the adapter has none."""
+    card = Path(adapter) / "README.md"
+    if not card.is_file():
+        return None
+    data = report.get("data", "?") + (f", held-out source {report['holdout_source']}" if report.get("holdout_source")
+                                      else "")
+    lines = [f"### {report.get('time', '')[:10]}: {report.get('split')} split of {data}, {report['n']:,} items"
+             + (f" ({report['sample']} sample)" if report.get("limit") else ""),
+             f"predictor {report.get('predictor')}" + (f", estimate {report['estimate']}" if "estimate" in report
+                                                        else "") + f", device {report.get('device')}", "",
+             "| metric | value |", "|---|---|", f"| RMSLE | {report['rmsle']:.3f} |",
+             f"| hit rate | {report['hit_rate'] * 100:.1f}% |", f"| average error | ${report['avg_error']:,.2f} |",
+             f"| failures | {report['failures']:,} |"]
+    if report.get("interval", {}).get("n"):
+        lines.append(f"| interval coverage | {report['interval']['coverage'] * 100:.1f}% |")
+    atomic_write_text(card, card.read_text().rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    return card

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,8 +17,13 @@ def pick_items(args: argparse.Namespace) -> tuple[list, list[float]]:
     from data import load_items, split_items
     from data.splits import price_balanced_sample, sample
 
-    splits = split_items(load_items(args.data, fmt=args.data_format), seed=args.seed,
-                         val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+    items = load_items(args.data, fmt=args.data_format)
+    if getattr(args, "holdout_source", None):
+        from data.holdout import leave_source_out
+
+        splits = leave_source_out(items, args.holdout_source, seed=args.seed, val_fraction=args.val_fraction)
+    else:
+        splits = split_items(items, seed=args.seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     pool = splits.train + splits.val + splits.test if args.split == "all" else getattr(splits, args.split)
     if not pool:
         raise ValueError(f"the {args.split} split of {args.data} is empty: pick another --split or more data")
@@ -59,9 +65,28 @@ def load_model(base: str, adapter: str | None, bits: int, quant_type: str = "nf4
 
 
 def model_name(adapter: str | None, base: str) -> str:
-    """The name a report goes by: the adapter's folder (its run's, for train.py's <run>/adapter), else the base's."""
-    path = Path(adapter or base)
-    return path.resolve().parent.name if path.name == "adapter" else path.name
+    """The name a report goes by: for train.py's <run>/adapter its run's (log.run_name, else the run folder's
+    name; "(best)" for <run>/adapter-best), else the adapter's or base's folder name."""
+    path = Path(adapter or base).resolve()
+    if adapter is None or path.name not in ("adapter", "adapter-best"):
+        return path.name
+    name = path.parent.name
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        import yaml
+
+        name = yaml.safe_load((path.parent / "config.yaml").read_text())["log"]["run_name"] or name
+    return name + (" (best)" if path.name == "adapter-best" else "")
+
+
+def in_length_order(items: Sequence[Any], prompts: Sequence[str], tokenizer: Any) -> tuple[list, list[str]]:
+    """Items and prompts sorted by the prompt's token count (ties keep their order).
+
+    Consecutive batches of this order pad least, and they are the batches the predictors form
+    when given the whole split at once, so predicting batch by batch gives the same numbers.
+    """
+    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    return [items[i] for i in order], [prompts[i] for i in order]
 
 
 def device_name(model: Any | None) -> str:
@@ -86,7 +111,7 @@ def run_settings(args: argparse.Namespace, name: str, base: str | None, uses_mod
         "quant_type": args.quant_type if uses_model and args.bits == 4 else None,
         "compute_dtype": args.compute_dtype if uses_model else None,
         "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "batch_size": args.batch_size,
-        "max_text_tokens": args.max_text_tokens, **record,
+        "max_text_tokens": args.max_text_tokens, "holdout_source": getattr(args, "holdout_source", None), **record,
     }
 
 

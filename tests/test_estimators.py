@@ -137,7 +137,8 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
         mine, theirs = report_of(out / f"{name}-w3-log-mean-{split}"), report_of(eval_out)
         for key in ("n", "avg_error", "rmsle", "hit_rate", "search_mass"):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-6), key
-        assert guesses_of(out / f"{name}-w3-log-mean-{split}") == guesses_of(eval_out)
+        # evaluate.py writes its rows in prompt-length order, the bench in item order: the same guesses.
+        assert sorted(guesses_of(out / f"{name}-w3-log-mean-{split}")) == sorted(guesses_of(eval_out))
     capsys.readouterr()
 
     # --reuse: no model is loaded, the reports come out the same.

@@ -99,8 +99,10 @@ def test_end_to_end_adapter_matches_peft(which, request, tiny_llama_dir, items_f
     rows = read_predictions(out)
     items = pick_items(ev.parse_args(["--data", str(items_file), "--split", "all", "--limit", "6",
                                       "--out", str(out)]))[0]
-    assert [r["title"] for r in rows] == [it.title for it in items]
-    guesses = [float(r["guess"]) for r in rows]
+    # Rows come in the order of the prompts' lengths: the batches pad least (and match a whole-split run).
+    by_title = {r["title"]: r for r in rows}
+    assert sorted(by_title) == sorted(it.title for it in items) and len(rows) == len(items)
+    guesses = [float(by_title[it.title]["guess"]) for it in items]
     assert guesses == pytest.approx(peft_reference(tiny_llama_dir, adapter, items), abs=0.02)
     base_only = peft_reference(tiny_llama_dir, None, items)
     assert max(abs(g - b) for g, b in zip(guesses, base_only)) > 0.1   # the adapter was really applied
@@ -467,3 +469,51 @@ def test_unreadable_run_config_is_a_usage_error(tmp_path, capsys):
     assert f"{tmp_path / 'run' / 'config.yaml'}: not readable YAML" in err.strip().splitlines()[-1]
     (tmp_path / "run" / "config.yaml").write_text("- a list\n")   # not a mapping: the defaults apply
     assert ev.parse_args(["--adapter", str(tmp_path / "run" / "adapter"), "--data", "d", "--out", "o"]).seed == 42
+
+
+def test_report_provenance_model_card_and_run_name(tiny_llama_dir, items_file, tmp_path, capsys):
+    """report.json says which code and packages made it; an adapter's model card gains the test metrics;
+    a report of train.py's <run>/adapter goes by the run's name."""
+    import shutil
+
+    import torch
+
+    from lora import LoRAConfig, inject_lora, save_adapter
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path / "my-run"
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    inject_lora(model, LoRAConfig(r=2))
+    save_adapter(model, run / "adapter", base_model_name_or_path=str(tiny_llama_dir))
+    (run / "adapter" / "README.md").write_text("# my-run\n\n## Evaluations\n")
+    (run / "config.yaml").write_text("log:\n  run_name: tiny pricer\nmodel:\n  bits: 16\n")
+    out = tmp_path / "eval"
+    assert run_main(["--adapter", run / "adapter", "--data", items_file, "--split", "all", "--limit", 4,
+                     "--predictor", "expected", "--batch-size", 4, "--out", out], capsys)[0] == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["name"] == "tiny pricer" and report["bits"] == 16        # from the run's config.yaml
+    assert report["code"]["versions"]["torch"] == torch.__version__
+    assert len(report["code"]["git"]["commit"]) == 40
+    card = (run / "adapter" / "README.md").read_text()
+    assert card.count("### ") == 1 and f"| RMSLE | {report['rmsle']:.3f} |" in card
+    assert "interval coverage" in card and "all split of" in card
+    shutil.copytree(run / "adapter", run / "adapter-best")
+    from predictors import model_name
+
+    assert model_name(str(run / "adapter-best"), "x") == "tiny pricer (best)"
+
+
+def test_holdout_source_is_the_test_split(tmp_path, capsys):
+    """--holdout-source: the test split is that source's items (no duplicate of them is trained on)."""
+    rows = [{"title": f"Item {i}", "text": f"Item {i}\nwords about item {i}", "price": 10.0 + i} for i in range(12)]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, part in (("alpha.jsonl", rows[:8]), ("beta.jsonl", rows[8:])):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+    out = tmp_path / "eval"
+    rc, stdout, _ = run_main(["--predictor", "median", "--data", folder, "--holdout-source", "beta", "--out", out],
+                             capsys)
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 4 and report["holdout_source"] == "beta"
+    assert {r["title"] for r in read_predictions(out)} == {f"Item {i}" for i in range(8, 12)}

@@ -68,7 +68,7 @@ def test_registered_predictor_runs_through_evaluate(seven, items_file, tmp_path,
     report = json.loads((out / "report.json").read_text())
     assert (report["predictor"], report["name"], report["cents"], report["device"]) == \
         ("seven", "seven baseline", 50, "none")
-    assert list(report).index("cents") == list(report).index("max_text_tokens") + 1   # beside the settings
+    assert list(report).index("cents") == list(report).index("holdout_source") + 1   # beside the settings
     with (out / "predictions.csv").open() as f:
         assert {r["guess"] for r in csv.DictReader(f)} == {"7.50"}
     assert (out / "chart.png").is_file() and "failures 0 of" in capsys.readouterr().out
