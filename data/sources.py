@@ -15,6 +15,7 @@ import json
 import sys
 import zlib
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -92,6 +93,18 @@ def _is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists())
 
 
+def read_rows(source: str | Path, fmt: str | None = None, need_price: bool = True) -> Iterator[_Row]:
+    """(source name, "path:line", row dict or the SkipRow it is) for every row of a file or folder, uncurated.
+
+    need_price=False accepts tables without a price column (listings to be priced).
+    """
+    token = _NEED_PRICE.set(need_price)
+    try:
+        yield from _rows(Path(source) if fmt != "hf" else source, fmt, None, None)
+    finally:
+        _NEED_PRICE.reset(token)
+
+
 def _rows(source: str | Path, fmt: str | None, name: str | None, split: str | None) -> Iterator[_Row]:
     if fmt == "hf" or (isinstance(source, Path) and _is_saved_dataset(source)):
         yield from _hf_rows(str(source), name, split)
@@ -165,11 +178,13 @@ def _csv_rows(path: Path) -> Iterator[_Row]:
 
 
 NEEDED_COLUMNS = "need title, text (or description) and price"
+# Whether the table being read must have a price column: listings to price (read_rows) need not.
+_NEED_PRICE: ContextVar[bool] = ContextVar("pricer_need_price", default=True)
 
 
 def check_columns(path: Path, names: Sequence[str]) -> None:
     """DataError naming the columns found when a table lacks those items are made from (curated or raw rows)."""
-    have = set(names)
+    have = set(names) | (set() if _NEED_PRICE.get() else {"price"})
     has_text = "text" in have or bool(have & set(RAW_TEXT_FIELDS))
     # Curated rows take their title from the text's first line; raw rows need a title column.
     missing = ("price" if "price" not in have else "text" if not has_text
@@ -177,7 +192,8 @@ def check_columns(path: Path, names: Sequence[str]) -> None:
     if missing is None:
         return
     shown = [n if n.isprintable() else repr(n) for n in names[:12]] + (["..."] if len(names) > 12 else [])
-    raise DataError(f"{path}: no {missing} column; found columns: {', '.join(shown) or '(none)'}; {NEEDED_COLUMNS}")
+    need = NEEDED_COLUMNS if _NEED_PRICE.get() else NEEDED_COLUMNS.replace(" and price", "")
+    raise DataError(f"{path}: no {missing} column; found columns: {', '.join(shown) or '(none)'}; {need}")
 
 
 def _has_surrogates(s: str) -> bool:

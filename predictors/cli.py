@@ -32,10 +32,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 DEFAULT_PREDICTOR = "greedy"
 
 
-def add_predictor_options(p: argparse.ArgumentParser) -> None:
+def add_predictor_options(p: argparse.ArgumentParser, default: str = DEFAULT_PREDICTOR) -> None:
     """--predictor with the registry's names, and each predictor's own options in a --help section of its own."""
-    p.add_argument("--predictor", choices=tuple(PREDICTORS), default=DEFAULT_PREDICTOR,
-                   help=f"how to price an item (default {DEFAULT_PREDICTOR}); each is described below")
+    p.add_argument("--predictor", choices=tuple(PREDICTORS), default=default,
+                   help=f"how to price an item (default {default}); each is described below")
     for name, cls in PREDICTORS.items():
         cls.add_options(p.add_argument_group(f"--predictor {name}", _summary(cls)))
 
@@ -78,6 +78,6 @@ def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
                               "give (--seed, --bits, ...) or repair it") from None
     for key, (section, name, default) in RUN_DEFAULTS.items():
         part = saved.get(section) if isinstance(saved, dict) else None
-        if getattr(args, key) is None:
+        if hasattr(args, key) and getattr(args, key) is None:
             setattr(args, key, part.get(name, default) if isinstance(part, dict) else default)
     return args

@@ -16,6 +16,7 @@ Because pad may equal EOS, collators must build labels by construction, never by
 """
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import torch
@@ -113,7 +114,7 @@ def load_base_model(name_or_path: str, bits: int = 4, quant_type: str = "nf4", d
     model.eval()
     if verbose:
         print(f"loaded {name_or_path} ({bits}-bit{' ' + quant_type if bits == 4 else ''}) on {device}; "
-              + format_memory_report(memory_report(model)))
+              + format_memory_report(memory_report(model)), file=sys.stderr)
     return model, tokenizer
 
 

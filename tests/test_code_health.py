@@ -42,7 +42,7 @@ def test_no_function_over_60_lines():
 
 
 @pytest.mark.parametrize("script, limit, function, function_limit", [
-    ("train.py", 300, "train", 100), ("evaluate.py", 250, None, None)])
+    ("train.py", 300, "train", 100), ("evaluate.py", 250, None, None), ("predict.py", 250, None, None)])
 def test_entry_scripts_stay_short(script, limit, function, function_limit):
     path = REPO / script
     assert len(path.read_text().splitlines()) <= limit

@@ -1,0 +1,64 @@
+"""Listings to price: rows with a text and maybe a price, as predict.py reads them.
+
+A listing is what the model reads (title on the first line of `text`); `truth` is its price
+when the row has a usable one (so predict.py can show how far off it was), else None. Rows are
+read as `load_items` reads them (JSONL, CSV, parquet, gzip; curated title/text rows or raw
+Amazon metadata), cleaned the same way, but no price column is needed and no length floor
+applies: a short listing is still a listing to price.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from data.curate import CurationConfig, SkipRow, curate, parse_price
+from data.items import DataError
+from data.sources import LoadReport, read_rows
+
+_PRICING = replace(CurationConfig(), min_chars=0, min_price=0.0, max_price=float("inf"))
+
+
+@dataclass
+class Listing:
+    """One listing to price: title, the text the model reads, and its price when known."""
+
+    title: str
+    text: str
+    truth: float | None = None
+
+
+def listing_from_text(text: str, title: str | None = None) -> Listing:
+    """A typed listing: `text` (its first line is the title) or `title` + `text`; DataError when empty."""
+    text = (text or "").strip()
+    title = (title or "").strip()
+    if not text and not title:
+        raise DataError("the listing is empty: pass --text \"...\" (and --title), a file, or text on stdin")
+    body = f"{title}\n{text}" if title and text else title or text
+    return Listing(title=title or body.split("\n", 1)[0].strip(), text=body)
+
+
+def load_listings(source: str | Path, fmt: str | None = None, report: LoadReport | None = None) -> list[Listing]:
+    """Every usable row of `source` as a Listing; unusable rows are counted in `report`; DataError when none is."""
+    report = report if report is not None else LoadReport()
+    listings = []
+    for _, _, row in read_rows(source, fmt, need_price=False):
+        report.total += 1
+        try:
+            if isinstance(row, SkipRow):
+                raise row
+            if not isinstance(row, dict):
+                raise SkipRow("not an object")
+            item = curate({**row, "price": 1.0}, _PRICING)   # the text as training cleaned it
+        except SkipRow as skip:
+            report.reasons[skip.reason] += 1
+            continue
+        try:
+            truth = parse_price(row.get("price")) if row.get("price") not in (None, "") else None
+        except SkipRow:
+            truth = None
+        listings.append(Listing(item.title, item.text, truth))
+        report.kept += 1
+    if not listings:
+        raise DataError(f"{source}: no listing to price ({report.summary()}); each row needs a text (or title and "
+                        "description)")
+    return listings

@@ -1,0 +1,110 @@
+"""Price a product listing with a trained adapter: what the project exists for.
+
+    python predict.py --adapter runs/demo/run/adapter --text "Cordless drill, 20V, two batteries, case"
+    python predict.py --adapter A --title "Acme 20V drill" --text "Two batteries, charger and case"
+    echo "Cordless drill, 20V ..." | python predict.py --adapter A
+    python predict.py --adapter A listings.jsonl --out priced.csv     # rows with a text; a price column is kept
+                                                                      # as `truth`; .csv, .jsonl or parquet
+
+The default predictor is `expected`: the mean of the model's price distribution after
+"Price is $", with its 80% interval (the 10th to 90th percentile of that distribution). When
+the search behind it covered less than half of the model's probability, the answer says the
+price is uncertain rather than printing a confident number. Any evaluate.py predictor works
+(`--predictor greedy`, ...). Base, quantization and prompt length default to the adapter's run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from data import DataError
+from predictors import OptionError, add_predictor_options, load_model, predictor_from_args, resolve_base, \
+    with_run_defaults
+from predictors.pricing import check_output, describe, write_priced
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="predict.py", description="Price product listings with a base model + adapter.")
+    p.add_argument("file", nargs="?", help="listings to price (.jsonl, .csv, .parquet, gzip too); omit for --text")
+    p.add_argument("--text", help="the listing's text ('-' reads stdin); its first line is the title unless --title")
+    p.add_argument("--title", help="the listing's title, put before --text")
+    p.add_argument("--out", help="with a file: write the prices to this .csv or .jsonl (default: print them)")
+    p.add_argument("--adapter", help="adapter folder (train.py's <run>/adapter, or peft's)")
+    p.add_argument("--base", help="base model; default: the adapter's")
+    p.add_argument("--bits", type=int, choices=(4, 8, 16), help="default: the run's, else 4")
+    p.add_argument("--quant-type", choices=("nf4", "fp4"), help="default: the run's, else nf4")
+    p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"), help="default: the run's")
+    p.add_argument("--max-text-tokens", type=int, help="default: the run's, else 160")
+    p.add_argument("--batch-size", type=int, default=16)
+    add_predictor_options(p, default="expected")
+    args = p.parse_args(argv)
+    if args.file and (args.text or args.title):
+        p.error("give a file or --text/--title, not both")
+    if args.out and not args.file:
+        p.error("--out is for a file of listings; one listing's price is printed")
+    try:
+        predictor_from_args(args)
+        return with_run_defaults(args)
+    except OptionError as e:
+        p.error(str(e))
+
+
+def read_listings(args: argparse.Namespace) -> list:
+    """The listings the command line names: a file, --text/--title, or stdin."""
+    from data.listings import listing_from_text, load_listings
+
+    if args.file:
+        return load_listings(args.file)
+    text = args.text
+    if text == "-" or (text is None and args.title is None and not sys.stdin.isatty()):
+        text = sys.stdin.read()
+    return [listing_from_text(text or "", args.title)]
+
+
+def price(args: argparse.Namespace) -> int:
+    """Load the model, price the listings, print or write the prices."""
+    from data import test_prompt
+    from predictors.batching import progress_over
+
+    if args.out:
+        check_output(args.out)
+    listings = read_listings(args)
+    predictor = predictor_from_args(args)
+    if not predictor.needs_model:
+        raise ValueError(f"--predictor {predictor.name} is a baseline from training prices: use evaluate.py for it")
+    model, tokenizer = load_model(resolve_base(args.adapter, args.base), args.adapter, args.bits, args.quant_type,
+                                  args.compute_dtype)
+    prompts = [test_prompt(listing, tokenizer, args.max_text_tokens) for listing in listings]
+    started = time.perf_counter()
+    with progress_over(len(prompts), predictor.name):
+        predictions = predictor.predict(prompts, model=model, tokenizer=tokenizer, batch_size=args.batch_size)
+    quantiles = predictor.record().get("interval_quantiles")
+    if len(listings) == 1 and not args.out:
+        print(describe(predictions[0], quantiles))
+    elif args.out:
+        write_priced(args.out, listings, predictions)
+        print(f"priced {len(listings):,} listings in {time.perf_counter() - started:.1f}s; wrote {args.out}")
+    else:
+        for listing, p in zip(listings, predictions):
+            print(f"{listing.title[:60]:<60}  {describe(p, quantiles)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; user errors print one `error: ...` line and return 2."""
+    args = parse_args(argv)
+    try:
+        return price(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

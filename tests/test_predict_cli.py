@@ -1,0 +1,96 @@
+"""predict.py: price a typed listing, stdin or an unlabeled file, with an interval; one-line errors."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+import predict
+from data.listings import listing_from_text, load_listings
+from lora import LoRAConfig, inject_lora, save_adapter
+from predictors.base import Prediction
+from predictors.pricing import describe, trust_note
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_llama_dir, tmp_path_factory):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    inject_lora(model, LoRAConfig(r=2))
+    return save_adapter(model, tmp_path_factory.mktemp("run") / "adapter", base_model_name_or_path=str(tiny_llama_dir))
+
+
+def run(argv, capsys, stdin=None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = predict.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+COMMON = ("--bits", "16", "--batch-size", "4", "--search-width", "3", "--search-digits", "2")
+
+
+def test_one_typed_listing_gets_a_price_and_its_interval(adapter, capsys):
+    code, out, _ = run(["--adapter", adapter, "--text", "Cordless drill with two batteries", *COMMON], capsys)
+    assert code == 0
+    line = out.strip().splitlines()[0]
+    assert line.startswith("$") and "80% interval $" in line and "10% to 90% quantiles" in line
+    assert "the search covered" in line
+
+
+def test_title_and_text_and_stdin_are_the_same_listing(adapter, capsys, monkeypatch):
+    assert listing_from_text("two batteries", "Drill").text == "Drill\ntwo batteries"
+    typed = run(["--adapter", adapter, "--title", "Drill", "--text", "two batteries", *COMMON], capsys)[1]
+    piped = run(["--adapter", adapter, *COMMON], capsys, stdin="Drill\ntwo batteries\n", monkeypatch=monkeypatch)[1]
+    assert typed == piped and typed.startswith("$")
+
+
+def test_a_file_of_listings_keeps_known_prices_as_truth(adapter, tmp_path, capsys):
+    rows = [{"title": "Drill", "text": "Drill\ncordless, two batteries"},
+            {"title": "Strings", "description": "Guitar strings, light gauge", "price": "$7.99"},
+            {"text": ""}]                                                       # no text: skipped, counted
+    source = tmp_path / "listings.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    listings = load_listings(source)
+    assert [(x.title, x.truth) for x in listings] == [("Drill", None), ("Strings", 7.99)]
+    for suffix in (".csv", ".jsonl"):
+        out = tmp_path / f"priced{suffix}"
+        code, stdout, _ = run(["--adapter", adapter, source, "--out", out, *COMMON], capsys)
+        assert code == 0 and f"priced 2 listings" in stdout
+        text = out.read_text()
+        got = list(csv.DictReader(io.StringIO(text))) if suffix == ".csv" else [json.loads(x) for x in text.splitlines()]
+        assert [g["title"] for g in got] == ["Drill", "Strings"]
+        assert str(got[1]["truth"]) in ("7.99", "7.99") and float(got[0]["low"]) <= float(got[0]["high"])
+
+
+def test_describe_says_when_to_distrust_a_price():
+    sure = describe(Prediction(120.0, mass=0.9, low=80.0, high=150.0))
+    assert sure == ("$120.00 (80% interval $80.00 to $150.00: the 10% to 90% quantiles of the model's price "
+                    "distribution; the search covered 90% of its probability)")
+    shaky = Prediction(120.0, mass=0.3, low=80.0, high=150.0)
+    assert trust_note(shaky).startswith("uncertain: the search covered only 30%") and "uncertain" in describe(shaky)
+    assert describe(Prediction(None)).startswith("no price: the model wrote no number")
+    assert describe(Prediction(9.5)) == "$9.50"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "the listing is empty"),
+    ("no text column", "no text column; found columns: name, cost"),
+    ("missing adapter", "no adapter_config.json in"),
+    ("baseline", "is a baseline from training prices"),
+    ("bad out", "name a .csv or .jsonl file"),
+])
+def test_bad_input_is_one_line(case, message, adapter, tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("name,cost\nwidget,3\n")
+    argv = {"empty": ["--adapter", adapter, "--text", "   "],
+            "no text column": ["--adapter", adapter, table],
+            "missing adapter": ["--adapter", tmp_path / "nope", "--text", "drill"],
+            "baseline": ["--adapter", adapter, "--text", "drill", "--predictor", "median"],
+            "bad out": ["--adapter", adapter, table, "--out", tmp_path / "x.txt"]}[case]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
