@@ -89,7 +89,7 @@ def load_tokenizer(model: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(prog="python -m data.tokens", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="tokenizer folder, hub id or embedded name (smollm2-135m)")
+    parser.add_argument("model", help="tokenizer folder, hub id or embedded name (smollm2-135m, gemma3-270m)")
     args = parser.parse_args(argv)
     try:
         tokenizer = load_tokenizer(args.model)

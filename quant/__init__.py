@@ -2,7 +2,8 @@
 
     from quant import resolve_model, load_base_model, prepare_for_kbit_training, memory_report, ModelError
 
-`resolve_model("smollm2-135m")` provisions the embedded SmolLM2-135M-Instruct (quant/embedded.py);
+`resolve_model("smollm2-135m")` provisions the embedded SmolLM2-135M-Instruct, `resolve_model("gemma3-270m")`
+the embedded Gemma 3 270M (quant/embedded.py);
 `python -m quant.report MODEL` prints NF4 vs FP4 quantization error per layer kind (quant/report.py).
 bitsandbytes is imported only when a 4/8-bit model is loaded, so importing quant stays cheap.
 """

@@ -1,12 +1,12 @@
 """Turn what a user typed (embedded name, local folder, hub id) into something from_pretrained reads.
 
-Hub ids pass through untouched, with one exception: HuggingFaceTB/SmolLM2-135M-Instruct, the id
-adapters trained on the embedded model name (so that peft, vLLM and llama.cpp can find their
-base). pricer resolves it to that model in the Hugging Face cache when it is there, and otherwise
-to the embedded copy, without ever starting a download: an adapter trained offline loads offline,
-on the weights it was trained on (the embedded copy is de-quantized from a Q4_1 GGUF, close to but
-not bitwise the original bf16 release). Any other hub id that cannot be fetched gets a loader error
-naming the embedded model.
+Hub ids pass through untouched, with one exception: the hub id of an embedded model
+(HuggingFaceTB/SmolLM2-135M-Instruct, google/gemma-3-270m), which adapters trained on that model
+name as their base so that peft, vLLM and llama.cpp can find it. pricer resolves it to that model
+in the Hugging Face cache when it is there, and otherwise to the embedded copy, without ever
+starting a download: an adapter trained offline loads offline, on the weights it was trained on
+(the embedded copies are de-quantized from 4-bit GGUFs, close to but not bitwise the original bf16
+releases). Any other hub id that cannot be fetched gets a loader error naming the embedded model.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from quant.embedded import EMBEDDED_NAMES, HUB_ID, provision_smollm2
+from quant.embedded import EMBEDDED, embedded_named, embedded_with_hub_id, provision
 from quant.exceptions import ModelError
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -23,10 +23,12 @@ _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 def resolve_model(name: str | os.PathLike) -> str:
     """Return a local folder or hub id for `name`, provisioning the embedded model if that is what it names."""
     text = str(name)
-    if text.lower() in EMBEDDED_NAMES:
-        return str(provision_smollm2())
-    if text.lower() == HUB_ID.lower():
-        return _cached_hub_folder(HUB_ID) or str(provision_smollm2())
+    embedded = embedded_named(text)
+    if embedded is not None:
+        return str(provision(embedded))
+    embedded = embedded_with_hub_id(text)
+    if embedded is not None:
+        return _cached_hub_folder(embedded.hub_id) or str(provision(embedded))
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -36,15 +38,17 @@ def resolve_model(name: str | os.PathLike) -> str:
         raise ModelError(f"{text} is a file; give a checkpoint folder (config.json + weights), not a single file")
     if _HUB_ID.fullmatch(text) and not text.startswith("."):
         return text
-    hint = f"give an existing checkpoint folder, a hub id like org/name, or the embedded '{EMBEDDED_NAMES[0]}'"
+    names = " or ".join(f"'{m.names[0]}'" for m in EMBEDDED)
+    hint = f"give an existing checkpoint folder, a hub id like org/name, or an embedded model, {names}"
     if "/" not in text and os.sep not in text:
         raise ModelError(f"unknown model name {text!r}; {hint}")
     raise ModelError(f"no model folder at {text}; {hint}")
 
 
 def canonical_name(name: str) -> str:
-    """The name to record as an adapter's base: the hub id for the embedded model's aliases, else `name`."""
-    return HUB_ID if str(name).lower() in EMBEDDED_NAMES else str(name)
+    """The name to record as an adapter's base: the hub id for an embedded model's names, else `name`."""
+    embedded = embedded_named(name)
+    return embedded.hub_id if embedded is not None else str(name)
 
 
 def _cached_hub_folder(repo_id: str) -> str | None:

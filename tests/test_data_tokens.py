@@ -13,6 +13,14 @@ def test_digit_tokenizer(tiny_tokenizer):
     assert probe.prefix_same_at_prompt_end and probe.prefix_found_in_training_ids
 
 
+def test_gemma_like_tokenizer(tiny_gemma_tokenizer):
+    probe = probe_tokenizer(tiny_gemma_tokenizer)
+    assert probe.numbers["100"] == ["1", "0", "0"] and probe.single_token_ints == 10
+    assert probe.completions["250.00"] == ["2", "5", "0", ".", "0", "0"]   # no "\u2581" before the answer
+    assert tiny_gemma_tokenizer.convert_ids_to_tokens(probe.prefix_ids) == ["Price", "\u2581is", "\u2581$"]
+    assert probe.prefix_same_at_prompt_end and probe.prefix_found_in_training_ids
+
+
 def test_triples_tokenizer(tiny_llama3_dir):
     probe = probe_tokenizer(AutoTokenizer.from_pretrained(tiny_llama3_dir))
     assert probe.all_ints_single and probe.single_token_ints == 1000
@@ -42,3 +50,14 @@ def test_smollm2(request):
     probe = probe_tokenizer(tok)
     assert probe.single_token_ints == 10  # SmolLM2 splits numbers into digits
     assert probe.prefix_same_at_prompt_end
+
+
+@pytest.mark.slow
+@pytest.mark.gemma3
+def test_gemma3(gemma3_dir, capsys):
+    probe = probe_tokenizer(AutoTokenizer.from_pretrained(gemma3_dir))
+    assert probe.single_token_ints == 10 and probe.numbers["999"] == ["9", "9", "9"]
+    assert probe.completions["89.00"] == ["8", "9", ".", "0", "0"]
+    assert probe.prefix_ids == [11280, 563, 609]   # "Price", "\u2581is", "\u2581$"
+    assert probe.prefix_same_at_prompt_end and probe.prefix_found_in_training_ids
+    assert main(["gemma3-270m"]) == 0 and "integers 0-999 that are one token: 10/1000" in capsys.readouterr().out

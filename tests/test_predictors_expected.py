@@ -74,16 +74,28 @@ DIGIT_DIST = {1: 0.3, 15: 0.2, 2: 0.27, 23: 0.015, 233: 0.0075, 2333: 0.00375, 0
 DIGIT_MASS = 0.89625   # 1 - .0037 (5+ digits) - .1 ("07"): what the search covers
 
 
-def test_number_tokens_probe(tiny_tokenizer, tiny_tokenizer3):
+def test_number_tokens_probe(tiny_tokenizer, tiny_tokenizer3, tiny_gemma_tokenizer):
     kind, values = number_tokens(tiny_tokenizer)
     assert kind == "digits" and sorted(values.values()) == list(range(10))
     assert values[token_id(tiny_tokenizer, "7")] == 7
     kind, values = number_tokens(tiny_tokenizer3)
     assert kind == "triples" and sorted(values.values()) == list(range(1000))
     assert values[token_id(tiny_tokenizer3, "417")] == 417
+    kind, values = number_tokens(tiny_gemma_tokenizer)   # Gemma: "\u2581$" is one token, then one per digit
+    assert kind == "digits" and sorted(values.values()) == list(range(10))
+    assert tiny_gemma_tokenizer.convert_ids_to_tokens([dollar_id(tiny_gemma_tokenizer)]) == ["\u2581$"]
 
 
-def test_expected_digits_by_hand(tiny_llama, tiny_tokenizer):
+def model_and_tokenizer(request, family: str):
+    """A fresh tiny model and its tokenizer: "llama" (byte-level digits, like SmolLM2) or "gemma"
+    (Gemma 3 with "\u2581$", one token per digit, <bos> and a pad token of its own)."""
+    names = {"llama": ("tiny_llama", "tiny_tokenizer"), "gemma": ("tiny_gemma", "tiny_gemma_tokenizer")}[family]
+    return tuple(request.getfixturevalue(name) for name in names)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_expected_digits_by_hand(request, family):
+    tiny_llama, tiny_tokenizer = model_and_tokenizer(request, family)
     model = make_bigram(tiny_llama, digit_table(tiny_tokenizer))
     dists = price_distributions(model, tiny_tokenizer, PROMPTS, batch_size=2)
     for dist in dists:
@@ -140,8 +152,10 @@ def _brute_force_price_prob(model, tokenizer, prompt: str, price: int) -> float:
             ids = ids + [digit_ids[int(c)]]
 
 
-def test_expected_digits_matches_uncached_forward(tiny_llama, tiny_tokenizer):
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_expected_digits_matches_uncached_forward(request, family):
     """On the random model, with padding and the cache copied per prefix, every P(price) is exact."""
+    tiny_llama, tiny_tokenizer = model_and_tokenizer(request, family)
     dists = price_distributions(tiny_llama, tiny_tokenizer, PROMPTS, batch_size=2, max_digits=3, top_m=3,
                                 min_prob=0.0)
     for prompt, dist in zip(PROMPTS, dists):

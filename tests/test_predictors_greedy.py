@@ -74,3 +74,22 @@ def test_greedy_loop_matches_generate(tiny_llama, tiny_tokenizer):
                                      num_beams=1, pad_token_id=tiny_tokenizer.eos_token_id)[:, ids.shape[1]:]
     assert mine.shape == theirs.shape
     assert torch.equal(mine, theirs)
+
+
+def test_greedy_with_gemma_numbers(tiny_gemma, tiny_gemma_tokenizer):
+    """Gemma 3: "\u2581$" then one token per digit, <bos> prepended, a pad token that is not EOS, sliding layers."""
+    tok = tiny_gemma_tokenizer
+    assert tok.pad_token_id != tok.eos_token_id
+    batches = list(left_padded_batches(tok, PROMPTS, 3, torch.device("cpu")))
+    _, ids, mask = batches[0]
+    with torch.inference_mode():
+        mine = greedy_tokens(tiny_gemma, ids, mask, 6, tok.eos_token_id, tok.pad_token_id)
+        theirs = tiny_gemma.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                     num_beams=1, pad_token_id=tok.pad_token_id)[:, ids.shape[1]:]
+    assert torch.equal(mine, theirs)
+    d = {str(i): token_id(tok, str(i)) for i in range(10)}
+    dot = token_id(tok, ".")
+    model = make_bigram(tiny_gemma, {dollar_id(tok): {d["1"]: 0.8, d["5"]: 0.2}, d["1"]: {d["7"]: 1.0},
+                                     d["7"]: {dot: 1.0}, dot: {d["0"]: 1.0}, d["0"]: {tok.eos_token_id: 1.0}})
+    assert predict_greedy(model, tok, PROMPTS, batch_size=2) == [17.0, 17.0, 17.0]
+    assert predict_one_at_a_time(model, tok, PROMPTS[:2]) == [17.0, 17.0]

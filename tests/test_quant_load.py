@@ -126,3 +126,21 @@ def test_unreachable_hub_id_suggests_embedded_model(monkeypatch):
 def test_missing_local_path(tmp_path):
     with pytest.raises(ModelError, match="no model folder at"):
         load_base_model(str(tmp_path / "nope" / "model"), verbose=False)
+
+
+@pytest.mark.slow
+@pytest.mark.gemma3
+def test_gemma3_loads_in_4bit_and_prices(gemma3_dir):
+    import bitsandbytes as bnb
+
+    model, tokenizer = load_base_model("gemma3-270m", bits=4, compute_dtype=torch.float32, verbose=False)
+    projections = _projections(model)
+    assert len(projections) == 18 * 7 and all(isinstance(m, bnb.nn.Linear4bit) for m in projections)
+    # Gemma ties its head to the 262k-token embedding: one 16-bit matrix, never quantized.
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+    assert (tokenizer.pad_token, tokenizer.eos_token, tokenizer.padding_side) == ("<pad>", "<eos>", "right")
+    prompt = "How much does this cost to the nearest dollar?\n\nAcoustic guitar strings, light gauge.\n\nPrice is $"
+    with torch.no_grad():
+        logits = model(**tokenizer(prompt, return_tensors="pt")).logits[0, -1]
+    assert tokenizer.decode(logits.argmax()).isdigit()
