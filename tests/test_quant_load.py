@@ -86,7 +86,7 @@ def test_16bit_is_plain_in_compute_dtype(tiny_llama_dir, dtype, capsys):
     model, _ = load_base_model(str(tiny_llama_dir), bits=16, compute_dtype=dtype)
     assert {type(layer) for layer in _projections(model)} == {nn.Linear}
     assert {p.dtype for p in model.parameters()} == {dtype}
-    assert "memory: 0 quantized linears" in capsys.readouterr().out  # the report printed at load
+    assert "memory: 0 quantized linears" in capsys.readouterr().err  # the report printed at load (stderr)
 
 
 @pytest.mark.parametrize("kwargs, message", [

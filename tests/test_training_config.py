@@ -148,7 +148,7 @@ def test_the_reported_bad_values_are_refused_in_one_line(argv, message, capsys):
 
 @pytest.mark.parametrize("rows, why", [
     ("", "no items left to train on"),
-    ("name,cost\nwidget,3\n", "no items left to train on"),
+    ("name,cost\nwidget,3\n", "no price column; found columns: name, cost"),
     ('{"title": "A drill", "text": "A cordless drill", "price": "abc"}\n', "no items left to train on"),
 ])
 def test_no_usable_items_is_one_line_before_the_model_loads(tmp_path, capsys, rows, why):
