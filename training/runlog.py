@@ -62,16 +62,16 @@ class RunLog:
     def write(self, record: dict[str, Any]) -> None:
         """Append one step's record (adding elapsed time) and show it; redraw curves.png after a validation."""
         record["elapsed"] = time.time() - self.started
+        if "val_loss" in record:
+            self.last_validation = record
         if self.main:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            if "val_loss" in record:
-                self.draw()
-        if "val_loss" in record:
-            self.last_validation = record
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                                  tok_s=f"{record['tokens_per_s']:.0f}")
+            if "val_loss" in record:
+                self.draw()
         if self.tracking and (record["step"] % self.cfg.log.log_every == 0 or "val_loss" in record):
             self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
