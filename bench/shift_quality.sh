@@ -13,8 +13,8 @@ R=/tmp/shift; mkdir -p $R/eval
 C=configs/smollm2-135m-pricer.yaml
 SHIPPED=adapters/smollm2-135m-pricer
 python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1
-run() { local name=$1; shift; timeout 420 python train.py --config $C --output_dir $R/$name --overwrite "$@" > $R/$name.log 2>&1; }
-ev() { local name=$1; shift; timeout 200 python evaluate.py "$@" --data data/amazon-prices --predictor expected \
+run() { local name=$1; shift; timeout 330 python train.py --config $C --output_dir $R/$name --overwrite "$@" > $R/$name.log 2>&1; }
+ev() { local name=$1; shift; timeout 150 python evaluate.py "$@" --data data/amazon-prices --predictor expected \
          --batch-size 64 --out $R/eval/$name > $R/eval-$name.log 2>&1; }
 [ "${POOL:-0}" = 1 ] && run pool-p05 --data.resample_power 0.5 &
 for s in "$@"; do
