@@ -6,6 +6,8 @@
 # without --search-accounting by-length: the selection), the pool and balanced test splits, and
 # each held-out source. Needs the embedded SmolLM2 (resolve_model) and bitsandbytes.
 #   POOL=1 bash bench/shift_quality.sh OUT [SOURCE ...]
+# (TRAIN_S and EVAL_S bound each training and evaluation in seconds; SHIPPED_EVALS=0 skips the
+# shipped adapter's evaluations.)
 set -u
 OUT=${1:?usage: shift_quality.sh OUT [SOURCE ...]}; shift
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
@@ -13,8 +15,8 @@ R=/tmp/shift; mkdir -p $R/eval
 C=configs/smollm2-135m-pricer.yaml
 SHIPPED=adapters/smollm2-135m-pricer
 python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1
-run() { local name=$1; shift; timeout 330 python train.py --config $C --output_dir $R/$name --overwrite "$@" > $R/$name.log 2>&1; }
-ev() { local name=$1; shift; timeout 150 python evaluate.py "$@" --data data/amazon-prices --predictor expected \
+run() { local name=$1; shift; timeout ${TRAIN_S:-330} python train.py --config $C --output_dir $R/$name --overwrite "$@" > $R/$name.log 2>&1; }
+ev() { local name=$1; shift; timeout ${EVAL_S:-150} python evaluate.py "$@" --data data/amazon-prices --predictor expected \
          --batch-size 64 --out $R/eval/$name > $R/eval-$name.log 2>&1; }
 [ "${POOL:-0}" = 1 ] && run pool-p05 --data.resample_power 0.5 &
 for s in "$@"; do
@@ -25,12 +27,13 @@ wait
 grep -h "adapter saved\|^error" $R/*.log
 if [ "${POOL:-0}" = 1 ]; then
   for acc in none by-length; do
-    ev shipped-val-$acc --adapter $SHIPPED --split val --search-accounting $acc &
+    [ "${SHIPPED_EVALS:-1}" = 1 ] && ev shipped-val-$acc --adapter $SHIPPED --split val --search-accounting $acc &
     ev p05-val-$acc --adapter $R/pool-p05/adapter --split val --search-accounting $acc &
   done
   ev p05-pool --adapter $R/pool-p05/adapter &
   ev p05-balanced --adapter $R/pool-p05/adapter --sample balanced --limit 400 &
-  ev shipped-balanced-by-length --adapter $SHIPPED --sample balanced --limit 400 --search-accounting by-length &
+  [ "${SHIPPED_EVALS:-1}" = 1 ] && ev shipped-balanced-by-length --adapter $SHIPPED --sample balanced --limit 400 \
+    --search-accounting by-length &
 fi
 for s in "$@"; do   # a run's config.yaml holds its data.holdout_source: its test split is that source
   ev loso-$s-p0 --adapter $R/loso-$s-p0/adapter &
