@@ -69,7 +69,8 @@ def _probe_numbers(tokenizer: Any) -> tuple[str, dict[int, int]]:
 
 def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
                         top_k: int = 20, max_digits: int = SEARCH_DIGITS, top_m: int = SEARCH_WIDTH,
-                        min_prob: float = 1e-4, accounting: str = "none") -> list[dict[int, float]]:
+                        min_prob: float = 1e-4, accounting: str = "none",
+                        searched: list[float] | None = None) -> list[dict[int, float]]:
     """Per prompt, {price: probability} for the prices the model may write after "Price is $".
 
     "triples" tokenizers: the top_k number tokens of the next-token distribution (the course's
@@ -94,6 +95,7 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
 
     kind, values = number_tokens(tokenizer)
     dists: list[dict[int, float]] = [{} for _ in prompts]
+    raw = [0.0] * len(prompts)
     with inference(model), progress(len(prompts), f"expected ({kind})") as bar:
         for idx, ids, mask in left_padded_batches(tokenizer, prompts, batch_size, model_device(model)):
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -102,15 +104,19 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=cache is not None,
                         logits_to_keep=1, **{cache_keyword(): cache})
             probs = out.logits[:, -1, :].float().softmax(-1)
+            pruned = None
             if kind == "triples":
                 found = _top_numbers(probs, values, top_k)
             else:
                 found, pruned = _digit_search(model, cache, mask, probs, values, max_digits, top_m, min_prob)
-                if accounting == "by-length":
-                    found = [account_pruned(f, p) for f, p in zip(found, pruned)]
             for row, i in enumerate(idx):
                 dists[i] = found[row]
+                raw[i] = sum(found[row].values())
+                if pruned is not None and accounting == "by-length":
+                    dists[i] = account_pruned(found[row], pruned[row])
             bar.update(len(idx))
+    if searched is not None:
+        searched[:] = raw
     return dists
 
 
@@ -262,6 +268,7 @@ class ExpectedPredictor(Predictor):
         self.estimate, self.search_width, self.search_digits = estimate, search_width, search_digits
         self.accounting = accounting
         self.distributions: list[dict[int, float]] = []   # the last predict()'s, for record() and callers
+        self.searched: list[float] = []                   # their masses as searched, before any accounting
 
     @classmethod
     def add_options(cls, parser: Any) -> None:
@@ -290,15 +297,17 @@ class ExpectedPredictor(Predictor):
                 train_prices: Sequence[float] = ()) -> list[Prediction]:
         """Each prompt's point estimate, the INTERVAL quantiles around it and the probability mass searched."""
         self.check_model(model, tokenizer)
+        searched: list[float] = []
         self.distributions = price_distributions(model, tokenizer, prompts, batch_size, max_digits=self.search_digits,
-                                                 top_m=self.search_width, accounting=self.accounting)
-        return [Prediction(point_estimate(d, self.estimate), mass=sum(d.values()), low=interval(d)[0],
-                           high=interval(d)[1]) for d in self.distributions]
+                                                 top_m=self.search_width, accounting=self.accounting, searched=searched)
+        self.searched = searched
+        return [Prediction(point_estimate(d, self.estimate), mass=m, low=interval(d)[0], high=interval(d)[1])
+                for d, m in zip(self.distributions, searched)]
 
     def record(self) -> dict:
         """estimate, search settings, and (after predict) search_mass, the mean mass covered."""
         settings = {"estimate": self.estimate, "search_width": self.search_width, "search_digits": self.search_digits,
                     "search_accounting": self.accounting, "interval_quantiles": list(INTERVAL)}
-        if not self.distributions:
+        if not self.searched:
             return settings
-        return {**settings, **search_record(self.distributions, self.search_width, self.search_digits)}
+        return {**settings, "search_mass": statistics.fmean(self.searched)}   # as searched, before accounting

@@ -239,3 +239,15 @@ def test_the_search_reports_what_it_prunes_and_accounting_uses_it(tiny_llama, ti
     assert predictor.record()["search_accounting"] == "by-length"
     with pytest.raises(ValueError, match="unknown search accounting"):
         ExpectedPredictor(accounting="guess")
+
+
+def test_the_stated_mass_is_what_the_search_covered_not_the_accounted_total(tiny_llama, tiny_tokenizer):
+    """With by-length accounting the distribution sums to more than the search found; the mass a
+    prediction states (and predict.py's trust note reads) stays the mass found."""
+    model = make_bigram(tiny_llama, digit_table(tiny_tokenizer))
+    plain = ExpectedPredictor(search_width=2).predict(PROMPTS[:1], model=model, tokenizer=tiny_tokenizer)
+    accounting = ExpectedPredictor(search_width=2, accounting="by-length")
+    accounted = accounting.predict(PROMPTS[:1], model=model, tokenizer=tiny_tokenizer)
+    assert accounted[0].mass == pytest.approx(plain[0].mass) and plain[0].mass < 0.95
+    assert sum(accounting.distributions[0].values()) > plain[0].mass + 0.1
+    assert accounting.record()["search_mass"] == pytest.approx(plain[0].mass)
