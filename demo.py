@@ -72,19 +72,19 @@ def main() -> None:
     subprocess.run([sys.executable, "evaluate.py", "--compare", *map(str, reports)], cwd=ROOT, check=True)
     shipped = SHIPPED / "eval-pool"
     if (shipped / "report.json").is_file():
-        print(f"\nfor scale, the shipped adapter ({SHIPPED.relative_to(ROOT)}, 3 epochs with LoRA+ on a GPU, expected-price "
-              "predictor) on the whole test split, from its committed report:")
+        print(f"\nfor scale, the shipped adapter ({SHIPPED.relative_to(ROOT)}, 3 epochs with LoRA+ on a GPU, "
+              "expected-price predictor) on the whole test split, from its committed report:")
         subprocess.run([sys.executable, "evaluate.py", "--compare", str(shipped)], cwd=ROOT, check=True)
     base, median, tuned = (json.loads((out / d / "report.json").read_text()) for d in ("base", "median", "finetuned"))
     gain = 1 - tuned["rmsle"] / base["rmsle"]
     print(f"\nfine-tuning lowered RMSLE by {gain:.0%} ({base['rmsle']:.3f} -> {tuned['rmsle']:.3f})")
     beats = tuned["rmsle"] < median["rmsle"] and tuned["hit_rate"] > median["hit_rate"]
     print(f"against the median baseline: RMSLE {tuned['rmsle']:.2f} vs {median['rmsle']:.2f}, hit rate "
-          f"{tuned['hit_rate']:.1%} vs {median['hit_rate']:.1%}: " + ("better on both" if beats else "not better on both"))
+          f"{tuned['hit_rate']:.1%} vs {median['hit_rate']:.1%}: " + ("better on both" if beats else
+                                                                    "not better on both"))
     print(f"adapter: {out / 'run' / 'adapter'} (model card: README.md)\ncurves: {out / 'run' / 'curves.png'}\n"
           "reports and charts: " + ", ".join(str(d / "chart.png") for d in reports))
-    step("pricing one listing", ["predict.py", "--adapter", str(out / "run" / "adapter"), *EXPECTED,
-                                 "--max-text-tokens", sample[sample.index("--max-text-tokens") + 1], "--text", LISTING])
+    step("pricing one listing", ["predict.py", "--adapter", str(out / "run" / "adapter"), *EXPECTED, "--text", LISTING])
     print(f"demo took {(time.monotonic() - started) / 60:.1f} minutes")
 
 

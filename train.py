@@ -33,12 +33,12 @@ from lora import AdapterError, LoRALinear, check_trainable, inject_lora, load_ad
 from lora.inject import parameter_counts
 from quant import (ModelError, check_projections, format_memory_report, load_base_model, memory_report,
                    prepare_for_kbit_training)
-from training import (AdapterSaver, BestKeeper, CheckpointError, CompletionLossModel, Config, ConfigError, CudaGraphLoss, RunLog, StepBatches,
-                      StopFlag, TrainingDiverged, TrainingInterrupted, Validator, accumulate_gradients,
-                      build_optimizer, build_scheduler, claim_output_dir, clip_gradients, compile_decoder_layers,
-                      completion_loss_sum, config_yaml, examples_of, load_splits, lora_config_of, make_accelerator,
-                      parse_args, pick_checkpoint, resolve, restore, save_checkpoint,
-                      truncate_metrics, wrap_for_processes, write_run_files)
+from training import (AdapterSaver, BestKeeper, CheckpointError, CompletionLossModel, Config, ConfigError,
+                      CudaGraphLoss, RunLog, StepBatches, StopFlag, TrainingDiverged, TrainingInterrupted, Validator,
+                      accumulate_gradients, build_optimizer, build_scheduler, claim_output_dir, clip_gradients,
+                      compile_decoder_layers, completion_loss_sum, config_yaml, examples_of, load_splits,
+                      lora_config_of, make_accelerator, parse_args, pick_checkpoint, resolve, restore,
+                      save_checkpoint, truncate_metrics, wrap_for_processes, write_run_files)
 from training.loss import LossFn
 
 

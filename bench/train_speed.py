@@ -77,7 +77,7 @@ def pricer_stack(lm, dropout=LORA["dropout"], graphs=True, compile=False):
 
 
 def plain_loop(model, loss_fn):
-    """The course recipe's loop around either stack: paged AdamW 32-bit, clipping 0.3; returns step(ids, labels) -> loss."""
+    """The course recipe's loop around either stack (paged AdamW 32-bit, clipping 0.3): step(ids, labels) -> loss."""
     import bitsandbytes as bnb
 
     model.train()

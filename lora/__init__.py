@@ -6,6 +6,6 @@ from .layer import LoRALinear
 from .merge import export_merged, merge_lora
 
 __all__ = [
-    "AdapterError", "LoRAConfig", "check_trainable", "LoRALinear", "export_merged", "inject_lora", "load_adapter", "lora_layers",
-    "lora_parameters", "merge_lora", "parameter_counts", "save_adapter", "unload_lora",
+    "AdapterError", "check_trainable", "export_merged", "inject_lora", "load_adapter", "lora_layers",
+    "lora_parameters", "LoRAConfig", "LoRALinear", "merge_lora", "parameter_counts", "save_adapter", "unload_lora",
 ]

@@ -18,7 +18,8 @@ from predictors.expected import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, Expecte
 from predictors.baselines import MeanBaseline, MedianBaseline, constant_prediction
 
 from predictors.chart import chart_title, plot_chart
-from predictors.cli import RUN_DEFAULTS, add_model_options, add_predictor_options, predictor_from_args, with_run_defaults
+from predictors.cli import (RUN_DEFAULTS, add_model_options, add_predictor_options, predictor_from_args,
+                            with_run_defaults)
 from predictors.metrics import BUCKETS, colour_for, colours_for, compute_metrics
 from predictors.report import (ReportError, append_to_model_card, format_compare, format_summary, load_reports,
                                write_report)
@@ -27,12 +28,13 @@ from predictors.run import (device_name, in_length_order, load_model, model_name
                             provenance, resolve_base, run_settings)
 
 __all__ = [
-    "BUCKETS", "ESTIMATES", "append_to_model_card", "in_length_order", "ExpectedPredictor", "GreedyPredictor", "MeanBaseline", "MedianBaseline", "OptionError",
-    "OutDirError", "PREDICTORS", "Prediction", "Predictor", "RUN_DEFAULTS", "ReportError", "ReportFolder",
-    "SEARCH_DIGITS", "SEARCH_WIDTH", "add_model_options", "add_predictor_options", "chart_title", "check_out_dir",
-    "colour_for", "colours_for", "compute_metrics", "constant_prediction", "device_name", "extract_price",
-    "format_compare", "format_summary", "get_predictor", "greedy_tokens", "load_model", "load_reports", "model_name",
-    "number_tokens", "pick_items", "plot_chart", "point_estimate", "predict_expected", "predict_greedy",
-    "predict_in_batches", "predict_one_at_a_time", "predictor_from_args", "price_distributions", "provenance",
-    "register", "resolve_base", "run_settings", "search_record", "with_run_defaults", "write_report",
+    "add_model_options", "add_predictor_options", "append_to_model_card", "BUCKETS", "chart_title", "check_out_dir",
+    "colour_for", "colours_for", "compute_metrics", "constant_prediction", "device_name", "ESTIMATES",
+    "ExpectedPredictor", "extract_price", "format_compare", "format_summary", "get_predictor", "greedy_tokens",
+    "GreedyPredictor", "in_length_order", "load_model", "load_reports", "MeanBaseline", "MedianBaseline",
+    "model_name", "number_tokens", "OptionError", "OutDirError", "pick_items", "plot_chart", "point_estimate",
+    "predict_expected", "predict_greedy", "predict_in_batches", "predict_one_at_a_time", "Prediction", "Predictor",
+    "predictor_from_args", "PREDICTORS", "price_distributions", "provenance", "register", "ReportError",
+    "ReportFolder", "resolve_base", "RUN_DEFAULTS", "run_settings", "SEARCH_DIGITS", "search_record", "SEARCH_WIDTH",
+    "with_run_defaults", "write_report",
 ]

@@ -18,11 +18,11 @@ from training.speed import CudaGraphLoss, compile_decoder_layers
 from training.validate import Validator
 
 __all__ = [
-    "AdapterSaver", "BestKeeper", "CheckpointError", "CompletionLossModel", "Config", "ConfigError", "CudaGraphLoss", "DataConfig", "LoRASection",
-    "LogConfig", "ModelConfig", "RunLog", "StaticCompletionLoss", "StepBatches", "StopFlag", "TrainConfig",
-    "TrainingDiverged", "TrainingInterrupted", "Validator", "Wrapped", "accumulate_gradients", "build_optimizer",
-    "build_scheduler", "claim_output_dir", "clip_gradients", "compile_decoder_layers", "completion_loss_sum",
-    "config_yaml", "examples_of", "load_config", "load_splits", "lora_config_of", "lr_lambda", "make_accelerator",
-    "parse_args", "peak_memory_mb", "pick_checkpoint", "resolve", "restore", "save_checkpoint",
-    "truncate_metrics", "verify", "warmup_steps", "wrap_for_processes", "write_run_files",
+    "accumulate_gradients", "AdapterSaver", "BestKeeper", "build_optimizer", "build_scheduler", "CheckpointError",
+    "claim_output_dir", "clip_gradients", "compile_decoder_layers", "completion_loss_sum", "CompletionLossModel",
+    "Config", "config_yaml", "ConfigError", "CudaGraphLoss", "DataConfig", "examples_of", "load_config",
+    "load_splits", "LogConfig", "lora_config_of", "LoRASection", "lr_lambda", "make_accelerator", "ModelConfig",
+    "parse_args", "peak_memory_mb", "pick_checkpoint", "resolve", "restore", "RunLog", "save_checkpoint",
+    "StaticCompletionLoss", "StepBatches", "StopFlag", "TrainConfig", "TrainingDiverged", "TrainingInterrupted",
+    "truncate_metrics", "Validator", "verify", "warmup_steps", "wrap_for_processes", "Wrapped", "write_run_files",
 ]

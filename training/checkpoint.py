@@ -227,7 +227,8 @@ class AdapterSaver:
     gathers the adapter first). `record` is the validation the card reports."""
 
     def __init__(self, accelerator, model, out: Path, cfg: Config, fsdp, data: dict[str, Any]) -> None:
-        self.accelerator, self.model, self.out, self.cfg, self.fsdp, self.data = accelerator, model, out, cfg, fsdp, data
+        self.accelerator, self.model, self.out, self.cfg = accelerator, model, out, cfg
+        self.fsdp, self.data = fsdp, data
 
     def __call__(self, name: str, record: dict[str, Any] | None = None) -> Path:
         folder = self.out / name
