@@ -95,6 +95,8 @@ def save_checkpoint(accelerator, root: Path, step: int, model, optimizer, schedu
         shutil.rmtree(tmp, ignore_errors=True)
         last = _steps(root)
         why = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)[-120:]
+        if "unexpected pos" in why:   # torch.save's writer, cut off by a full disk or a file-size limit
+            why = "a file stopped part-way through its write"
         raise CheckpointError(f"could not save checkpoint {final} ({why}); check free disk space, then continue "
                               f"with --resume latest (the last saved checkpoint is {last[-1] if last else 'none'})"
                               ) from None
