@@ -107,15 +107,7 @@ def build_tiny_gemma(path: str | os.PathLike, seed: int = 0, hidden: int = 64, l
         layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)],
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
-    torch.manual_seed(seed)
-    model = Gemma3ForCausalLM(config)
-    with torch.no_grad():  # as build_tiny_llama: outputs that differ from token to token
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.05)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return _save_random(Gemma3ForCausalLM, config, tokenizer, path, seed)
 
 
 def build_tiny_llama(path: str | os.PathLike, numbers: str = "digits", seed: int = 0,
@@ -131,13 +123,18 @@ def build_tiny_llama(path: str | os.PathLike, numbers: str = "digits", seed: int
         max_position_embeddings=512, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
+    return _save_random(LlamaForCausalLM, config, tokenizer, path, seed)
+
+
+def _save_random(model_class, config, tokenizer, path: Path, seed: int) -> Path:
+    """Build `model_class(config)` with seeded random weights, save it and the tokenizer to `path`."""
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    # Random init leaves tiny weights; widen them a little so outputs are not all ~equal.
+    model = model_class(config)
+    # Random init leaves tiny weights; widen them a little so outputs differ from token to token.
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.05)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    return path
+    return Path(path)
