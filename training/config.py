@@ -35,7 +35,7 @@ def knob(default: Any, help: str, valid: str | None = None) -> Any:
 class ModelConfig:
     """The frozen base model and how it is quantized."""
 
-    name: str = knob("smollm2-135m", "the embedded smollm2-135m, a local checkpoint folder, or a hub id")
+    name: str = knob("smollm2-135m", "the embedded smollm2-135m or gemma3-270m, a checkpoint folder, or a hub id")
     bits: int = knob(4, "base weights in 4 (NF4/FP4), 8 (int8) or 16 bits", "{4, 8, 16}")
     quant_type: Literal["nf4", "fp4"] = knob("nf4", "4-bit code: NF4 (QLoRA's) or FP4")
     double_quant: bool = knob(True, "quantize the 4-bit block scales too (QLoRA's double quantization)")
