@@ -48,10 +48,14 @@ def main() -> None:
     total = batches.total_steps()
 
     import bitsandbytes as bnb
-    params = [p for p in model.parameters() if p.requires_grad]
-    kw = dict(lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    # LoRA+ as train.py does it (training/optim.py): peft's B matrices get lr x loraplus_ratio.
+    groups = [{"params": [p for n, p in named if "lora_B" not in n], "lr": t.lr},
+              {"params": [p for n, p in named if "lora_B" in n], "lr": t.lr * t.loraplus_ratio}]
+    kw = dict(weight_decay=t.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     opt = {"adamw": torch.optim.AdamW, "paged_adamw_32bit": bnb.optim.PagedAdamW32bit,
-           "paged_adamw_8bit": bnb.optim.PagedAdamW8bit, "adamw_8bit": bnb.optim.AdamW8bit}[t.optimizer](params, **kw)
+           "paged_adamw_8bit": bnb.optim.PagedAdamW8bit, "adamw_8bit": bnb.optim.AdamW8bit}[t.optimizer](groups, **kw)
     sched = build_scheduler(t, opt, total)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

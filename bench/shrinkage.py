@@ -1,0 +1,97 @@
+"""Regression to the middle, measured: what stretching a model's guesses away from the middle price
+buys on the dear items and costs everywhere else.
+
+A predictor that is right on average for each listing it reads (E[price | text], which is what
+training on squared log error aims at) must, sorted by the truth, over-price the cheap items and
+under-price the dear ones: the less it knows, the more. Issue 19 asks for a lean above $300 no
+worse than -0.40 with the pool split no worse. This script puts a number on that trade: it
+stretches the guesses around a centre c (the mean log truth of the fitting file),
+
+    ln g' = c + k (ln g - c),     k = 1 (as guessed), 1.1, 1.2, ...
+
+scores every k on the fitting file (validation: RMSLE, hit rate, lean above $300), picks the
+smallest k whose validation lean above $300 reaches the goal, and applies that k, with the same c,
+to each test file. It also prints the slope of ln guess on ln truth (1 would be no regression).
+
+    python -m bench.shrinkage --fit VAL/predictions.csv --test POOL/predictions.csv BAL/predictions.csv
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+from pathlib import Path
+
+from predictors.metrics import compute_metrics
+
+GOAL = -0.40   # issue 19: mean ln(guess / truth) of items at $300-1000 no worse than this
+
+
+def read_predictions(path: str | Path) -> tuple[list[float], list[float | None]]:
+    """(truths, guesses) from an evaluate.py predictions.csv; an empty guess is a failure (None)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"truth", "guess"} <= set(rows[0]):
+        raise SystemExit(f"{path}: not an evaluate.py predictions.csv (needs truth and guess columns)")
+    return [float(r["truth"]) for r in rows], [float(r["guess"]) if r["guess"] not in ("", None) else None
+                                               for r in rows]
+
+
+def stretch(guesses: list[float | None], centre: float, k: float) -> list[float | None]:
+    """Each guess moved k times as far from exp(centre) in log terms (failures stay failures)."""
+    return [None if g is None else math.exp(centre + k * (math.log(max(g, 0.5)) - centre)) for g in guesses]
+
+
+def slope(truths: list[float], guesses: list[float | None]) -> float:
+    """Least-squares slope of ln guess on ln truth."""
+    pairs = [(math.log(t), math.log(max(g, 0.5))) for t, g in zip(truths, guesses) if g is not None]
+    mt = statistics.fmean(p[0] for p in pairs)
+    mg = statistics.fmean(p[1] for p in pairs)
+    return sum((a - mt) * (b - mg) for a, b in pairs) / sum((a - mt) ** 2 for a, _ in pairs)
+
+
+def summary(truths: list[float], guesses: list[float | None]) -> dict:
+    m = compute_metrics(truths, guesses)
+    dear = next(b for b in m["by_bucket"] if b["bucket"] == "$300-1000")
+    cheap = next(b for b in m["by_bucket"] if b["bucket"] == "<$10")
+    return {"rmsle": m["rmsle"], "hits": m["hit_rate"], "lean": m["log_ratio"], "lean_dear": dear["log_ratio"],
+            "lean_cheap": cheap["log_ratio"], "n_dear": dear["n"]}
+
+
+def row(label: str, s: dict) -> str:
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    return (f"{label:<34} {s['rmsle']:.3f}  {100 * s['hits']:5.1f}%  {fmt(s['lean'], '+.2f'):>6}  "
+            f"{fmt(s['lean_cheap'], '+.2f'):>6}  {fmt(s['lean_dear'], '+.2f'):>6} ({s['n_dear']})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fit", required=True, help="predictions.csv that picks k (validation)")
+    ap.add_argument("--test", nargs="*", default=[], help="predictions.csv files the picked k is applied to")
+    ap.add_argument("--ks", default="1,1.1,1.2,1.3,1.4,1.5,1.6,1.8,2.0", help="stretch factors to score on --fit")
+    args = ap.parse_args()
+    truths, guesses = read_predictions(args.fit)
+    centre = statistics.fmean(math.log(t) for t in truths)
+    ks = [float(k) for k in args.ks.split(",")]
+    head = f"{'':<34} RMSLE   hits    lean   <$10  $300-1000 (n)"
+    print(f"fit on {args.fit} ({len(truths)} items), centre ${math.exp(centre):.2f}, "
+          f"slope of ln guess on ln truth {slope(truths, guesses):.2f}\n{head}")
+    scored = []
+    for k in ks:
+        s = summary(truths, stretch(guesses, centre, k))
+        scored.append((k, s))
+        print(row(f"k = {k:g}", s))
+    meets = [k for k, s in scored if s["lean_dear"] is not None and s["lean_dear"] >= GOAL]
+    pick = min(meets) if meets else max(ks)
+    print(f"\nsmallest k whose lean above $300 reaches {GOAL}: "
+          + (f"{pick:g}" if meets else f"none up to {max(ks):g}; applying {pick:g}"))
+    for path in args.test:
+        t, g = read_predictions(path)
+        print(f"\n{path} ({len(t)} items), slope {slope(t, g):.2f}\n{head}")
+        print(row("as guessed (k = 1)", summary(t, g)))
+        print(row(f"stretched (k = {pick:g})", summary(t, stretch(g, centre, pick))))
+
+
+if __name__ == "__main__":
+    main()
