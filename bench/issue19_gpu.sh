@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# The rows issue 19's results table still lacked, on one GPU: for SmolLM2 the reference stack (peft,
-# bench/reference_train.py, same recipe with LoRA+) on the pool split and on each held-out source,
-# pricer on the held-out musical-appliances source, and full log-price resampling (data.resample_power
-# 1, scored on validation); for Gemma 3 270M the base on every split and pricer (the SmolLM2 recipe:
-# 3 epochs, LoRA+ 16) on the pool split and on each held-out source, and the reference stack on the
-# pool split. Everything scored by evaluate.py's expected price (width 30).
-#
-# Each part starts its jobs detached (setsid) and returns, so that short device calls can carry more
-# files while it trains; `status` says what has finished, `collect` packs the results for $OUT.
-#   bash bench/issue19_gpu.sh smol  R     # R: a scratch folder on the GPU machine
-#   bash bench/issue19_gpu.sh gemma R
+# The rows issue 19's results table lacked, on one GPU (bench/RESULTS.md has what they gave):
+#   smol        SmolLM2: the reference stack (peft, bench/reference_train.py, same recipe with LoRA+) on
+#               the pool split and with each source held out; pricer with musical-appliances held out;
+#               the base on the pool and balanced splits (and data.resample_power 1, stopped unfinished)
+#   gemma       Gemma 3 270M: the base on every split; pricer with SmolLM2's recipe (lr 5e-4, LoRA+ 16,
+#               3 epochs) on the pool split (GEMMA_ALL=1 adds held-out sources and the reference stack)
+#   gemma-lr    Gemma: three learning rates, 2 epochs each, scored on validation
+#   gemma-pick  the best of those on validation: pool and balanced tests, and each source held out
+# Everything is scored by evaluate.py's expected price (width 30). Each part starts its jobs detached
+# (setsid) and returns, so that short device calls can carry more files while it trains; `status`
+# says what has finished, `collect` packs reports (and the adapters named in ADAPTERS) into OUT.
+#   bash bench/issue19_gpu.sh smol R      # R: a scratch folder on the GPU machine
 #   bash bench/issue19_gpu.sh status R
-#   bash bench/issue19_gpu.sh collect R OUT
+#   ADAPTERS=gemma-lr2e-4/adapter bash bench/issue19_gpu.sh collect R OUT
 # Needs the embedded models (resolve_model) and bitsandbytes. TRAIN_S and EVAL_S bound each
-# training and evaluation in seconds.
+# training and evaluation in seconds. The table: bash bench/issue19_table.sh.
 set -u
 part=${1:?usage: issue19_gpu.sh smol|gemma|status|collect R [OUT]}; R=${2:?scratch folder}
 mkdir -p "$R/eval"; R=$(cd "$R" && pwd)
 S=configs/smollm2-135m-pricer.yaml
 G=configs/gemma3-270m-pricer.yaml
-RECIPE="--train.epochs 3 --train.loraplus_ratio 16 --train.cuda_graphs false"   # the shipped SmolLM2 recipe, for Gemma (eager)
+RECIPE="--train.lr 5e-4 --train.epochs 3 --train.loraplus_ratio 16 --train.cuda_graphs false"   # SmolLM2's recipe, for Gemma (eager)
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 
 train() { local c=$1 name=$2; shift 2
@@ -48,18 +49,43 @@ smol-jobs)
   { train $S smol-p10 --data.resample_power 1.0 && tests smol-p10 "$R/smol-p10/adapter"; } &
   { ev smol-base-pool --base smollm2-135m; ev smol-base-balanced --base smollm2-135m --sample balanced --limit 400; } &
   wait; echo "smol done" ;;
-gemma-jobs)
+gemma-jobs)   # GEMMA_EPOCHS (default 3) for pricer's run; GEMMA_ALL=1 adds the held-out sources and the reference stack
   python -c "from quant import resolve_model; print(resolve_model('gemma3-270m'))" || exit 1
   python -m data.tokens gemma3-270m 2>&1 | head -20
-  { train $G gemma-pricer-pool $RECIPE && tests gemma-pricer "$R/gemma-pricer-pool/adapter"; } &
-  for s in mixed musical-appliances; do
-    { train $G gemma-pricer-loso-$s $RECIPE --data.holdout_source $s &&
-      ev gemma-pricer-loso-$s --adapter "$R/gemma-pricer-loso-$s/adapter" --holdout-source $s; } &
-  done
-  { ref $G gemma-ref-pool $RECIPE && tests gemma-ref "$R/gemma-ref-pool/adapter"; } &
+  GR="$RECIPE --train.epochs ${GEMMA_EPOCHS:-3}"
+  { train $G gemma-pricer-pool $GR && tests gemma-pricer "$R/gemma-pricer-pool/adapter"; } &
+  if [ "${GEMMA_ALL:-0}" = 1 ]; then
+    for s in mixed musical-appliances; do
+      { train $G gemma-pricer-loso-$s $GR --data.holdout_source $s &&
+        ev gemma-pricer-loso-$s --adapter "$R/gemma-pricer-loso-$s/adapter" --holdout-source $s; } &
+    done
+    { ref $G gemma-ref-pool $GR && tests gemma-ref "$R/gemma-ref-pool/adapter"; } &
+  fi
   { ev gemma-base-pool --base gemma3-270m; ev gemma-base-balanced --base gemma3-270m --sample balanced --limit 400
     for s in mixed musical-appliances; do ev gemma-base-loso-$s --base gemma3-270m --holdout-source $s; done; } &
   wait; echo "gemma done" ;;
+gemma-lr) detach gemma-lr ;;
+gemma-lr-jobs)   # Gemma's learning rate, 2 epochs each, scored on validation
+  for v in "lr1e-4-lp16:--train.lr 1e-4 --train.loraplus_ratio 16" "lr2e-4:--train.lr 2e-4" \
+           "lr5e-5-lp16:--train.lr 5e-5 --train.loraplus_ratio 16"; do
+    name=gemma-${v%%:*}
+    { train $G $name --train.epochs 2 --train.cuda_graphs false ${v#*:} &&
+      ev $name-val --adapter "$R/$name/adapter" --split val; } &
+  done
+  wait; echo "gemma-lr done" ;;
+gemma-pick) detach gemma-pick ;;
+gemma-pick-jobs)   # the learning rate with the best validation RMSLE: test splits and both held-out sources
+  pick=$(python -c "import json,sys; r={n: json.load(open(f'$R/eval/gemma-{n}-val/report.json'))['rmsle'] for n in sys.argv[1:]}; print(min(r, key=r.get))" lr1e-4-lp16 lr2e-4 lr5e-5-lp16)
+  echo "picked $pick"
+  case $pick in lr1e-4-lp16) args="--train.lr 1e-4 --train.loraplus_ratio 16" ;; lr2e-4) args="--train.lr 2e-4" ;;
+                lr5e-5-lp16) args="--train.lr 5e-5 --train.loraplus_ratio 16" ;; esac
+  ev gemma-$pick-pool --adapter "$R/gemma-$pick/adapter" &
+  ev gemma-$pick-balanced --adapter "$R/gemma-$pick/adapter" --sample balanced --limit 400 &
+  for s in mixed musical-appliances; do
+    { train $G gemma-$pick-loso-$s --train.epochs 2 --train.cuda_graphs false $args --data.holdout_source $s &&
+      ev gemma-$pick-loso-$s --adapter "$R/gemma-$pick-loso-$s/adapter" --holdout-source $s; } &
+  done
+  wait; echo "gemma-pick done" ;;
 status)
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   for d in "$R"/*/; do n=$(basename "$d"); [ "$n" = eval ] && continue
@@ -72,7 +98,7 @@ collect)
   (cd "$R" && tar czf "$OUT/issue19-reports.tgz" $(ls -d eval/*/report.json eval/*/predictions.csv */metrics.jsonl \
      */config.yaml *.log *.out 2>/dev/null))
   # the adapters a shipping decision may need, in pieces under the 16 MB a returned file may have
-  (cd "$R" && tar cf - $(ls -d gemma-pricer-pool/adapter smol-p10/adapter 2>/dev/null) | split -b 15m - "$OUT/adapters.tar.")
+  (cd "$R" && tar cf - $(ls -d ${ADAPTERS:-gemma-pricer-pool/adapter} 2>/dev/null) | split -b 15m - "$OUT/adapters.tar.")
   ls -la "$OUT" ;;
 *) echo "unknown part $part"; exit 2 ;;
 esac

@@ -74,7 +74,7 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         step += 1
         if step % 10 == 0 or step == total:
-            log.write(json.dumps({"step": step, "loss": float(loss), "grad_norm": float(norm),
+            log.write(json.dumps({"step": step, "loss": float(loss.detach()), "grad_norm": float(norm),
                                   "elapsed": time.time() - started}) + "\n")
             log.flush()
     model.save_pretrained(out / "adapter")

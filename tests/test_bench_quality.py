@@ -1,0 +1,118 @@
+"""Issue 19's measuring tools: bench.shrinkage (stretching guesses), bench.results_table, bench.blend, and
+the reference stack's LoRA+ (bench.reference_train) against train.py's."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+
+import pytest
+
+import bench.blend as blend
+import bench.results_table as table
+import bench.shrinkage as shrink
+from train_runs import metrics, tiny_args
+
+
+def write_predictions(folder, rows):
+    """An evaluate.py-style predictions.csv of (title, truth, guess) rows; a guess of None is a failure."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["title", "truth", "guess", "error", "colour", "low", "high"])
+        for title, truth, guess in rows:
+            w.writerow([title, f"{truth:.2f}", "" if guess is None else f"{guess:.2f}", "", "", "", ""])
+    return folder
+
+
+def test_stretch_moves_guesses_k_times_as_far_from_the_centre():
+    centre = math.log(10.0)
+    assert shrink.stretch([100.0, 10.0, 1.0, None], centre, 2.0) == pytest.approx([1000.0, 10.0, 0.1, None])
+    assert shrink.stretch([37.5], centre, 1.0) == pytest.approx([37.5])
+
+
+def test_slope_of_log_guess_on_log_truth():
+    truths = [1.0, 10.0, 100.0, 1000.0]
+    assert shrink.slope(truths, [3 * t ** 0.5 for t in truths]) == pytest.approx(0.5)
+    assert shrink.slope(truths, truths) == pytest.approx(1.0)
+
+
+def test_shrinkage_cli_picks_the_smallest_k_that_meets_the_goal(tmp_path, capsys, monkeypatch):
+    # Dear items guessed at a third of the truth: lean ln(1/3) = -1.10 above $300 as guessed.
+    rows = [(f"cheap {i}", 5.0, 5.0) for i in range(6)] + [(f"dear {i}", 600.0, 200.0) for i in range(4)]
+    fit = write_predictions(tmp_path / "val", rows)
+    monkeypatch.setattr(sys, "argv", ["shrinkage", "--fit", str(fit / "predictions.csv"), "--ks", "1,1.5,2"])
+    shrink.main()
+    out = capsys.readouterr().out
+    centre = (6 * math.log(5.0) + 4 * math.log(600.0)) / 10
+    lean = {k: centre + k * (math.log(200.0) - centre) - math.log(600.0) for k in (1, 1.5, 2)}
+    assert lean[1] == pytest.approx(math.log(1 / 3))
+    pick = min(k for k in (1, 1.5, 2) if lean[k] >= shrink.GOAL)
+    assert f"reaches {shrink.GOAL}: {pick:g}" in out
+    assert f"{lean[1]:+.2f} (4)" in out
+
+
+def report(split="test", sample="pool", holdout=None, rmsle=0.5, hits=0.7, name="m"):
+    return {"name": name, "split": split, "sample": sample, "holdout_source": holdout, "n": 10, "rmsle": rmsle,
+            "hit_rate": hits, "log_ratio": 0.0, "by_bucket": [{"bucket": "$300-1000", "log_ratio": -0.5}]}
+
+
+def test_split_labels():
+    assert table.split_label(report()) == "pool"
+    assert table.split_label(report(sample="balanced")) == "balanced"
+    assert table.split_label(report(split="val")) == "validation"
+    assert table.split_label(report(holdout="mixed", sample="loso-mixed")) == "held-out mixed"
+
+
+def test_matrix_and_comparison_with_the_baseline(tmp_path):
+    for name, r in {"a-pool": report(rmsle=0.6), "a-bal": report(sample="balanced", rmsle=0.7, hits=0.65),
+                    "ridge-pool": report(rmsle=0.75, hits=0.74), "ridge-bal": report(sample="balanced", rmsle=0.875)}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(r))
+    rows = table.parse_entries([f"A={tmp_path / 'a-pool'}", f"A={tmp_path / 'a-bal'}"])
+    base = {table.split_label(r): r for _, r in table.parse_entries([str(tmp_path / "ridge-pool"),
+                                                                     str(tmp_path / "ridge-bal")])}
+    lines = table.matrix(rows, base).splitlines()
+    assert lines[0] == "| model | pool | balanced |"
+    assert lines[2] == "| A | 0.600 / 70.0% | 0.700 / 65.0% |"
+    assert lines[3] == "| TF-IDF + ridge | 0.750 / 74.0% | 0.875 / 70.0% |"
+    assert table.against(rows[0][1], base["pool"]) == "-20% / -4.0"    # 0.6 / 0.75 - 1, 70 - 74 points
+    assert table.against(rows[1][1], base["balanced"]) == "-20% / -5.0"
+
+
+def test_old_report_gets_its_lean_per_bucket_from_predictions(tmp_path):
+    folder = write_predictions(tmp_path / "old", [("a", 400.0, 100.0), ("b", 5.0, 5.0)])
+    (folder / "report.json").write_text(json.dumps({"name": "old", "split": "test", "sample": "pool", "n": 2,
+                                                    "rmsle": 1.0, "hit_rate": 0.5,
+                                                    "by_bucket": [{"bucket": "$300-1000", "n": 1}]}))
+    assert table.dear_lean(table.read_report(folder)) == pytest.approx(math.log(100 / 400))
+
+
+def test_blend_joins_on_title_and_truth_and_takes_the_geometric_mean(tmp_path):
+    a = blend.read_keyed(write_predictions(tmp_path / "a", [("x", 50.0, 10.0), ("y", 20.0, 20.0), ("only a", 1.0, 1.0)]))
+    b = blend.read_keyed(write_predictions(tmp_path / "b", [("y", 20.0, 80.0), ("x", 50.0, 1000.0), ("z", 3.0, None)]))
+    truths, guesses = blend.blend(a, b, 0.5)
+    assert truths == [50.0, 20.0]                        # sorted by (title, truth): x, y; one-file items left out
+    assert guesses == pytest.approx([100.0, 40.0])       # sqrt(10 * 1000), sqrt(20 * 80)
+    assert blend.blend(a, b, 0.0)[1] == pytest.approx([10.0, 20.0])
+
+
+@pytest.mark.peft_parity
+def test_reference_stack_lora_plus_matches_train_py(tiny_llama_dir, tmp_path, monkeypatch):
+    """bench.reference_train gives peft's B matrices lr x loraplus_ratio, as training/optim.py does for pricer's:
+    the two stacks' losses agree step for step (the same recipe, data order and initial adapter weights)."""
+    import bench.reference_train as ref
+    import train
+
+    args = ["--train.loraplus_ratio", "4", "--train.max_steps", "4"]
+    train.train(train.parse_args(tiny_args(tiny_llama_dir, tmp_path / "pricer", *args))[0])
+    monkeypatch.setattr(sys, "argv", ["reference_train", *tiny_args(tiny_llama_dir, tmp_path / "peft", *args)])
+    ref.main()
+    ours = {m["step"]: m["loss"] for m in metrics(tmp_path / "pricer") if "loss" in m}
+    theirs = {m["step"]: m["loss"] for m in metrics(tmp_path / "peft")}
+    assert theirs[4] == pytest.approx(ours[4], abs=1e-4)
+    # and LoRA+ changed the run: without it the fourth loss differs
+    train.train(train.parse_args(tiny_args(tiny_llama_dir, tmp_path / "plain", "--train.max_steps", "4"))[0])
+    plain = {m["step"]: m["loss"] for m in metrics(tmp_path / "plain") if "loss" in m}
+    assert abs(plain[4] - ours[4]) > 1e-3
