@@ -89,7 +89,8 @@ def matrix(rows: list[tuple[str, dict]], baselines: dict[str, dict]) -> str:
 
 def long_table(rows: list[tuple[str, dict]], baselines: dict[str, dict]) -> str:
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    lines = ["| model | split | n | RMSLE | hits | lean | lean $300-1000 | interval coverage | vs ridge (RMSLE / hits) |",
+    lines = ["| model | split | n | RMSLE | hits | lean | lean $300-1000 | interval coverage "
+             "| vs ridge (RMSLE / hits) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in rows + [("TF-IDF + ridge", b) for b in baselines.values()]:
         coverage = (r.get("interval") or {}).get("coverage")
@@ -103,7 +104,8 @@ def long_table(rows: list[tuple[str, dict]], baselines: dict[str, dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", help="LABEL=DIR or DIR: evaluate.py report folders")
-    ap.add_argument("--baseline", nargs="*", default=[], help="report folders of the baseline (bench.ridge), one per split")
+    ap.add_argument("--baseline", nargs="*", default=[],
+                    help="report folders of the baseline (bench.ridge), one per split")
     ap.add_argument("--long", action="store_true", help="one line per report, with lean, coverage and the baseline")
     args = ap.parse_args()
     rows = parse_entries(args.reports)

@@ -66,8 +66,9 @@ def test_split_labels():
 
 
 def test_matrix_and_comparison_with_the_baseline(tmp_path):
-    for name, r in {"a-pool": report(rmsle=0.6), "a-bal": report(sample="balanced", rmsle=0.7, hits=0.65),
-                    "ridge-pool": report(rmsle=0.75, hits=0.74), "ridge-bal": report(sample="balanced", rmsle=0.875)}.items():
+    reports = {"a-pool": report(rmsle=0.6), "a-bal": report(sample="balanced", rmsle=0.7, hits=0.65),
+               "ridge-pool": report(rmsle=0.75, hits=0.74), "ridge-bal": report(sample="balanced", rmsle=0.875)}
+    for name, r in reports.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "report.json").write_text(json.dumps(r))
     rows = table.parse_entries([f"A={tmp_path / 'a-pool'}", f"A={tmp_path / 'a-bal'}"])
@@ -90,7 +91,8 @@ def test_old_report_gets_its_lean_per_bucket_from_predictions(tmp_path):
 
 
 def test_blend_joins_on_title_and_truth_and_takes_the_geometric_mean(tmp_path):
-    a = blend.read_keyed(write_predictions(tmp_path / "a", [("x", 50.0, 10.0), ("y", 20.0, 20.0), ("only a", 1.0, 1.0)]))
+    a = blend.read_keyed(write_predictions(tmp_path / "a", [("x", 50.0, 10.0), ("y", 20.0, 20.0),
+                                                            ("only a", 1.0, 1.0)]))
     b = blend.read_keyed(write_predictions(tmp_path / "b", [("y", 20.0, 80.0), ("x", 50.0, 1000.0), ("z", 3.0, None)]))
     truths, guesses = blend.blend(a, b, 0.5)
     assert truths == [50.0, 20.0]                        # sorted by (title, truth): x, y; one-file items left out

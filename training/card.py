@@ -28,7 +28,7 @@ def model_card(cfg: Config, name: str, metrics: dict[str, Any], data: dict[str, 
         "---", f"base_model: {base}", "library_name: peft", "tags: [lora, qlora, pricer, price-prediction]", "---",
         "", f"# {name}", "",
         f"A LoRA adapter for `{base}` that reads an Amazon product description and says its price,",
-        "trained with [pricer](https://github.com/) (hand-written QLoRA; peft-format files).", "",
+        "trained with pricer (hand-written QLoRA over a bitsandbytes 4-bit base; peft-format files).", "",
         "## Recipe", "",
         f"- base: `{base}` in {cfg.model.bits}-bit" + (f" {cfg.model.quant_type}" if cfg.model.bits == 4 else ""),
         f"- LoRA: r {lora.r}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, on {targets}"
