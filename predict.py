@@ -7,7 +7,8 @@
                                                                       # as `truth`; .csv, .jsonl or parquet
 
 The default predictor is `expected`: the mean of the model's price distribution after
-"Price is $", with its 80% interval (the 10th to 90th percentile of that distribution). When
+"Price is $", with its 80% interval (the 10th to 90th percentile of that distribution, widened by
+the margin fitted on validation when the adapter has an interval_calibration.json). When
 the search behind it covered less than half of the model's probability, the answer says the
 price is uncertain rather than printing a confident number. Any evaluate.py predictor works
 (`--predictor greedy`, ...). Base, quantization and prompt length default to the adapter's run.
@@ -81,15 +82,16 @@ def price(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with progress_over(len(prompts), predictor.name):
         predictions = predictor.predict(prompts, model=model, tokenizer=tokenizer, batch_size=args.batch_size)
-    quantiles = predictor.record().get("interval_quantiles")
+    record = predictor.record()
+    quantiles, margin = record.get("interval_quantiles"), record.get("interval_margin") or 0.0
     if len(listings) == 1 and not args.out:
-        print(describe(predictions[0], quantiles))
+        print(describe(predictions[0], quantiles, margin))
     elif args.out:
         write_priced(args.out, listings, predictions)
         print(f"priced {len(listings):,} listings in {time.perf_counter() - started:.1f}s; wrote {args.out}")
     else:
         for listing, p in zip(listings, predictions):
-            print(f"{listing.title[:60]:<60}  {describe(p, quantiles)}")
+            print(f"{listing.title[:60]:<60}  {describe(p, quantiles, margin)}")
     return 0
 
 

@@ -255,10 +255,10 @@ class ExpectedPredictor(Predictor):
     """A point estimate (--estimate) of the model's price distribution after "Price is $", with an 80% interval."""
 
     name = "expected"
-    flags = ("--estimate", "--search-width", "--search-digits", "--search-accounting")
+    flags = ("--estimate", "--search-width", "--search-digits", "--search-accounting", "--interval-calibration")
 
     def __init__(self, estimate: str = "mean", search_width: int = SEARCH_WIDTH, search_digits: int = SEARCH_DIGITS,
-                 accounting: str = "none"):
+                 accounting: str = "none", interval_margin: float = 0.0):
         if estimate not in ESTIMATES:
             raise ValueError(f"unknown estimate {estimate!r}: pick one of {', '.join(ESTIMATES)}")
         if search_width <= 0 or search_digits <= 0:
@@ -267,6 +267,7 @@ class ExpectedPredictor(Predictor):
             raise ValueError(f"unknown search accounting {accounting!r}: pick one of {', '.join(ACCOUNTING)}")
         self.estimate, self.search_width, self.search_digits = estimate, search_width, search_digits
         self.accounting = accounting
+        self.interval_margin = interval_margin            # log margin the interval is widened by (calibration.py)
         self.distributions: list[dict[int, float]] = []   # the last predict()'s, for record() and callers
         self.searched: list[float] = []                   # their masses as searched, before any accounting
 
@@ -283,6 +284,10 @@ class ExpectedPredictor(Predictor):
         parser.add_argument("--search-accounting", choices=ACCOUNTING,
                             help="digit tokenizers: give the mass the search prunes back to prices of its length "
                                  "(by-length) or leave it out (none, the default)")
+        parser.add_argument("--interval-calibration", choices=("auto", "off"),
+                            help="auto (default): widen the interval by the margin fitted on validation and stored "
+                                 "beside the adapter (python -m predictors.calibration), if there is one; off: the "
+                                 "model's raw 10%%-90%% quantiles")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExpectedPredictor:
@@ -290,8 +295,12 @@ class ExpectedPredictor(Predictor):
         for flag, value in (("--search-width", args.search_width), ("--search-digits", args.search_digits)):
             if value is not None and value <= 0:
                 raise OptionError(f"{flag} must be positive")
+        from predictors.calibration import load_margin
+
+        calibrate = (getattr(args, "interval_calibration", None) or "auto") == "auto"
+        margin = load_margin(getattr(args, "adapter", None)) if calibrate else None
         return cls(args.estimate or "mean", args.search_width or SEARCH_WIDTH, args.search_digits or SEARCH_DIGITS,
-                   getattr(args, "search_accounting", None) or "none")
+                   getattr(args, "search_accounting", None) or "none", margin or 0.0)
 
     def predict(self, prompts: Sequence[str], *, model: Any = None, tokenizer: Any = None, batch_size: int = 16,
                 train_prices: Sequence[float] = ()) -> list[Prediction]:
@@ -301,13 +310,24 @@ class ExpectedPredictor(Predictor):
         self.distributions = price_distributions(model, tokenizer, prompts, batch_size, max_digits=self.search_digits,
                                                  top_m=self.search_width, accounting=self.accounting, searched=searched)
         self.searched = searched
-        return [Prediction(point_estimate(d, self.estimate), mass=m, low=interval(d)[0], high=interval(d)[1])
-                for d, m in zip(self.distributions, searched)]
+        intervals = [self.stated_interval(d) for d in self.distributions]
+        return [Prediction(point_estimate(d, self.estimate), mass=m, low=low, high=high)
+                for d, m, (low, high) in zip(self.distributions, searched, intervals)]
+
+    def stated_interval(self, dist: dict[int, float]) -> tuple[float | None, float | None]:
+        """The INTERVAL quantiles of `dist`, widened by interval_margin when the adapter's calibration gives one."""
+        from predictors.calibration import widen
+
+        low, high = interval(dist)
+        if low is None or high is None or not self.interval_margin:
+            return low, high
+        return widen(low, high, self.interval_margin)
 
     def record(self) -> dict:
         """estimate, search settings, and (after predict) search_mass, the mean mass covered."""
         settings = {"estimate": self.estimate, "search_width": self.search_width, "search_digits": self.search_digits,
-                    "search_accounting": self.accounting, "interval_quantiles": list(INTERVAL)}
+                    "search_accounting": self.accounting, "interval_quantiles": list(INTERVAL),
+                    "interval_margin": self.interval_margin}
         if not self.searched:
             return settings
         return {**settings, "search_mass": statistics.fmean(self.searched)}   # as searched, before accounting

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,14 +25,19 @@ def trust_note(prediction: Prediction) -> str | None:
     return None
 
 
-def describe(prediction: Prediction, quantiles: Sequence[float] | None = None) -> str:
-    """One listing's answer: "$123.45 (80% interval $90.00 to $160.00: ...)", or why there is no price."""
+def describe(prediction: Prediction, quantiles: Sequence[float] | None = None, margin: float = 0.0) -> str:
+    """One listing's answer: "$123.45 (80% interval $90.00 to $160.00: ...)", or why there is no price.
+
+    `margin` is the log margin the predictor widened the interval by (predictors/calibration.py), 0 for none.
+    """
     if prediction.price is None:
         return "no price: the model wrote no number after \"Price is $\" (try --predictor expected)"
     line = f"${prediction.price:,.2f}"
     if prediction.low is not None and prediction.high is not None:
         low_q, high_q = quantiles or (0.1, 0.9)
-        line += (f" ({round((high_q - low_q) * 100)}% interval ${prediction.low:,.2f} to ${prediction.high:,.2f}: "
+        line += f" ({round((high_q - low_q) * 100)}% interval ${prediction.low:,.2f} to ${prediction.high:,.2f}: "
+        line += (f"the model's {low_q:.0%} to {high_q:.0%} quantiles widened x{math.exp(margin):.2f} as calibrated "
+                 "on validation" if margin else
                  f"the {low_q:.0%} to {high_q:.0%} quantiles of the model's price distribution")
         line += f"; the search covered {prediction.mass:.0%} of its probability)" if prediction.mass is not None \
             else ")"

@@ -183,7 +183,8 @@ def test_expected_predictor_masses_and_record(tiny_llama, tiny_tokenizer):
     model = make_bigram(tiny_llama, digit_table(tiny_tokenizer))
     predictor = ExpectedPredictor(estimate="median", search_width=2, search_digits=3)
     assert predictor.record() == {"estimate": "median", "search_width": 2, "search_digits": 3,
-                                  "search_accounting": "none", "interval_quantiles": [0.1, 0.9]}   # before predict
+                                  "search_accounting": "none", "interval_quantiles": [0.1, 0.9],
+                                  "interval_margin": 0.0}   # before predict
     predictions = predictor.predict(PROMPTS, model=model, tokenizer=tiny_tokenizer, batch_size=2)
     # top_m=2 keeps "1" and "2" at the first digit (not "0"): 1, 15, 2, 23, 233 of DIGIT_DIST.
     mass = 0.3 + 0.2 + 0.27 + 0.015 + 0.0075
@@ -193,7 +194,7 @@ def test_expected_predictor_masses_and_record(tiny_llama, tiny_tokenizer):
     assert [(p.low, p.high) for p in predictions] == [(1.0, 15.0)] * 3
     record = predictor.record()
     assert list(record) == ["estimate", "search_width", "search_digits", "search_accounting", "interval_quantiles",
-                            "search_mass"]
+                            "interval_margin", "search_mass"]
     assert record["search_mass"] == pytest.approx(mass, rel=1e-5)
 
 
