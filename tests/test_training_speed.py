@@ -39,6 +39,66 @@ def test_static_loss_matches_eager_loss_and_gradients(tiny_llama, tiny_tokenizer
             torch.testing.assert_close(grads_static[n], p.grad, rtol=1e-4, atol=1e-6)
 
 
+def gemma_with_short_window(path, attention="sdpa", device="cpu"):
+    """A tiny Gemma 3 whose sliding window (4) is shorter than the batches below, with a LoRA that does something."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from quant.tiny import build_tiny_gemma
+
+    build_tiny_gemma(path, sliding_window=4, layers=2)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attention).to(device)
+    inject_lora(model, LoRAConfig(r=4, alpha=8))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    batch = CompletionCollator(AutoTokenizer.from_pretrained(path), max_length=64, pad_to_multiple_of=32)(
+        [{"prompt": f"How much does this cost?\n\nA long item description number {i}\n\nPrice is $",
+          "completion": f"{i}9.00"} for i in range(2)])
+    assert batch["input_ids"].shape[1] > 3 * 4
+    return model.train(), {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_static_loss_keeps_gemmas_sliding_window(tmp_path, attention):
+    """The static loss passes its own masks: on a Gemma 3 whose sliding window is shorter than the batch,
+    its sliding layers must still see only the window, as in the eager loss that transformers masks."""
+    model, batch = gemma_with_short_window(tmp_path / "gemma", attention)
+    args, n_static = CudaGraphLoss(CompletionLossModel(model))._inputs(batch["input_ids"], batch["labels"])
+    static = StaticCompletionLoss(model)(*args)
+    static.backward()
+    grads_static = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    eager, n_eager = completion_loss_sum(model, batch)
+    eager.backward()
+    assert int(n_static) == int(n_eager)
+    torch.testing.assert_close(static, eager, rtol=1e-5, atol=1e-5)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(grads_static[n], p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graphed_gemma_keeps_its_sliding_window(tmp_path):
+    """Captured and replayed on a GPU, the Gemma loss and gradients are eager's (window shorter than the batch)."""
+    model, batch = gemma_with_short_window(tmp_path / "gemma", "sdpa", "cuda")
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(fn):
+        for p in params:
+            p.grad = None
+        loss, _ = fn(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in params]
+
+    eager_loss, eager = step(CompletionLossModel(model))
+    graph = CudaGraphLoss(CompletionLossModel(model), max_supervised_per_row=8)
+    step(graph)  # capture and warm up
+    loss, grads = step(graph)
+    assert loss == pytest.approx(eager_loss, rel=1e-4)
+    for got, want in zip(grads, eager):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_static_inputs_refuse_rows_with_more_answer_tokens_than_sized(tiny_llama, tiny_tokenizer):
     batch = CompletionCollator(tiny_tokenizer, max_length=64)(
         [{"prompt": "Price is $", "completion": "123456789.00"}])

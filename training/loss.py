@@ -92,20 +92,30 @@ class StaticCompletionLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def causal_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def causal_mask(self, input_ids: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """The (batch, 1, length, length) causal mask, passed ready-made (transformers uses a 4D mask as is).
 
         Left to itself, transformers skips the mask (SDPA's is_causal) except while a CUDA graph
         is being captured, when some versions build one: the captured graph would then run other
         code than its warm-up did, and compiled layers (train.compile) would recompile inside
         the capture, which fails. A mask of our own is the same in both. Boolean for SDPA,
-        additive (0 / -inf) for eager attention, which adds it to the scores.
+        additive (0 / -inf) for eager attention, which adds it to the scores. A model with
+        sliding-window layers (Gemma 3: config.layer_types) gets one mask per kind of layer, as its
+        forward accepts, the sliding one keeping only the last `sliding_window` positions
+        (transformers' rule: q - window < kv <= q).
         """
         rows, length = input_ids.shape
-        allowed = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
-        if attention_implementation(self.model) != "sdpa":
-            allowed = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
-        return allowed[None, None].expand(rows, 1, length, length)
+        q = torch.arange(length, device=input_ids.device)[:, None]
+        k = torch.arange(length, device=input_ids.device)[None, :]
+        masks = {"full_attention": k <= q}
+        window = getattr(self.model.config, "sliding_window", None)
+        if window and "sliding_attention" in (getattr(self.model.config, "layer_types", None) or ()):
+            masks["sliding_attention"] = (k <= q) & (k > q - window)
+        for kind, allowed in masks.items():
+            if attention_implementation(self.model) != "sdpa":
+                allowed = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
+            masks[kind] = allowed[None, None].expand(rows, 1, length, length)
+        return masks if len(masks) > 1 else masks["full_attention"]
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
                 weights: torch.Tensor) -> torch.Tensor:
