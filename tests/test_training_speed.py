@@ -26,17 +26,32 @@ def test_static_loss_matches_eager_loss_and_gradients(tiny_llama, tiny_tokenizer
     args, n_static = graph._inputs(batch["input_ids"], batch["labels"])
     assert args[1].numel() == 2 * 8 and float(args[3].sum()) == int(batch["num_supervised"])
 
-    static = StaticCompletionLoss(tiny_llama)(*args)
+    assert int(n_static) == int(batch["num_supervised"])
+    assert_static_equals_eager(tiny_llama, batch, args, n_static)
+
+
+def assert_static_equals_eager(model, batch, args, n_static):
+    """StaticCompletionLoss on `args` gives completion_loss_sum's loss, token count and gradients on `batch`."""
+    static = StaticCompletionLoss(model)(*args)
     static.backward()
-    grads_static = {n: p.grad.clone() for n, p in tiny_llama.named_parameters() if p.requires_grad}
-    tiny_llama.zero_grad()
-    eager, n_eager = completion_loss_sum(tiny_llama, batch)
+    grads_static = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    eager, n_eager = completion_loss_sum(model, batch)
     eager.backward()
-    assert int(n_static) == int(n_eager) == int(batch["num_supervised"])
+    assert int(n_static) == int(n_eager)
     torch.testing.assert_close(static, eager, rtol=1e-5, atol=1e-5)
-    for n, p in tiny_llama.named_parameters():
+    for n, p in model.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(grads_static[n], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def loss_and_gradients(fn, params, batch):
+    """(loss, each parameter's gradient) of one call of `fn` on `batch`, from cleared gradients."""
+    for p in params:
+        p.grad = None
+    loss, _ = fn(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    loss.backward()
+    return float(loss), [p.grad.clone() for p in params]
 
 
 def gemma_with_short_window(path, attention="sdpa", device="cpu"):
@@ -64,17 +79,7 @@ def test_static_loss_keeps_gemmas_sliding_window(tmp_path, attention):
     its sliding layers must still see only the window, as in the eager loss that transformers masks."""
     model, batch = gemma_with_short_window(tmp_path / "gemma", attention)
     args, n_static = CudaGraphLoss(CompletionLossModel(model))._inputs(batch["input_ids"], batch["labels"])
-    static = StaticCompletionLoss(model)(*args)
-    static.backward()
-    grads_static = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad()
-    eager, n_eager = completion_loss_sum(model, batch)
-    eager.backward()
-    assert int(n_static) == int(n_eager)
-    torch.testing.assert_close(static, eager, rtol=1e-5, atol=1e-5)
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            torch.testing.assert_close(grads_static[n], p.grad, rtol=1e-4, atol=1e-6)
+    assert_static_equals_eager(model, batch, args, n_static)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -84,11 +89,7 @@ def test_graphed_gemma_keeps_its_sliding_window(tmp_path):
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(fn):
-        for p in params:
-            p.grad = None
-        loss, _ = fn(batch["input_ids"], batch["attention_mask"], batch["labels"])
-        loss.backward()
-        return float(loss), [p.grad.clone() for p in params]
+        return loss_and_gradients(fn, params, batch)
 
     eager_loss, eager = step(CompletionLossModel(model))
     graph = CudaGraphLoss(CompletionLossModel(model), max_supervised_per_row=8)
@@ -169,11 +170,7 @@ def test_compiled_layers_inside_cuda_graphs_keep_gradients_and_fresh_dropout(tin
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(fn):
-        for p in params:
-            p.grad = None
-        loss, _ = fn(batch["input_ids"], batch["attention_mask"], batch["labels"])
-        loss.backward()
-        return float(loss), [p.grad.clone() for p in params]
+        return loss_and_gradients(fn, params, batch)
 
     eager_loss, eager = step(CompletionLossModel(model))
     compile_decoder_layers(model)
