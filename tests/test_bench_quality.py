@@ -118,3 +118,16 @@ def test_reference_stack_lora_plus_matches_train_py(tiny_llama_dir, tmp_path, mo
     train.train(train.parse_args(tiny_args(tiny_llama_dir, tmp_path / "plain", "--train.max_steps", "4"))[0])
     plain = {m["step"]: m["loss"] for m in metrics(tmp_path / "plain") if "loss" in m}
     assert abs(plain[4] - ours[4]) > 1e-3
+
+
+def test_interval_by_price_bands_and_coverage():
+    import bench.interval_by_price as ibp
+
+    # 30 items: guesses 1..30; truths inside their interval except every third one, twice the interval's top
+    items = [(2.0 * g * 1.5 if g % 3 == 0 else g, float(g), g / 1.5, g * 1.5) for g in range(1, 31)]
+    edges, margins = ibp.band_margins(items)
+    assert len(edges) == len(margins) == 3 and edges[-1] == float("inf")
+    assert all(m == pytest.approx(math.log(2)) for m in margins)      # each band's 80% needs its misses covered
+    raw = ibp.coverage_by_bucket(items, lambda g: 0.0)
+    assert raw["all"] == pytest.approx(20 / 30)
+    assert ibp.coverage_by_bucket(items, lambda g: math.log(2))["all"] == 1.0
