@@ -10,27 +10,26 @@ $300-1000, split by split:
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
 
 from bench.shrinkage import summary
+from predictors.report import ReportError, read_predictions
 
 
-def read_keyed(folder: str | Path) -> dict[tuple[str, str], float]:
+def read_keyed(folder: str | Path) -> dict[tuple[str, float], float]:
     """{(title, truth): guess} from a report folder's predictions.csv; failures (no guess) are left out."""
-    path = Path(folder) / "predictions.csv"
     try:
-        with open(path, newline="") as f:
-            return {(r["title"], r["truth"]): float(r["guess"]) for r in csv.DictReader(f) if r["guess"]}
-    except (OSError, KeyError, ValueError) as e:
-        raise SystemExit(f"{path}: cannot read an evaluate.py predictions.csv ({e})")
+        rows = read_predictions(folder)
+    except ReportError as e:
+        raise SystemExit(str(e)) from None
+    return {(r["title"], r["truth"]): r["guess"] for r in rows if r["guess"] is not None}
 
 
 def blend(first: dict, second: dict, w: float) -> tuple[list[float], list[float]]:
     """(truths, blended guesses) over the items both priced: exp((1 - w) ln a + w ln b)."""
     keys = sorted(first.keys() & second.keys())
-    return ([float(k[1]) for k in keys],
+    return ([k[1] for k in keys],
             [math.exp((1 - w) * math.log(max(first[k], 0.5)) + w * math.log(max(second[k], 0.5))) for k in keys])
 
 

@@ -7,19 +7,18 @@ file's point estimates), both fitted on validation and scored on test report fol
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 from pathlib import Path
 
 from predictors.calibration import COVERAGE, fit_margin, widen
 from predictors.metrics import BUCKETS
+from predictors.report import read_predictions
 
 
 def read(folder: str | Path) -> list[tuple[float, float, float, float]]:
     """(truth, guess, low, high) of the items of a report folder that state an interval."""
-    with open(Path(folder) / "predictions.csv", newline="") as f:
-        return [(float(r["truth"]), float(r["guess"]), float(r["low"]), float(r["high"]))
-                for r in csv.DictReader(f) if r.get("low") and r.get("guess")]
+    return [(r["truth"], r["guess"], r["low"], r["high"]) for r in read_predictions(folder)
+            if r["low"] is not None and r["guess"] is not None]
 
 
 def band_margins(items, bands: int = 3) -> tuple[list[float], list[float]]:

@@ -12,8 +12,11 @@ belongs to (several reports may share a label); a bare DIR is labelled by its re
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from predictors.metrics import compute_metrics
+from predictors.report import ReportError, read_predictions
+from predictors.report import read_report as read_report_json
 
 SPLIT_ORDER = ("validation", "pool", "balanced")
 
@@ -28,18 +31,15 @@ def split_label(report: dict) -> str:
 
 def read_report(folder: str | Path) -> dict:
     """report.json; one written before reports had a lean per bucket gets it from predictions.csv beside it."""
-    path = Path(folder) / "report.json"
     try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"{path}: cannot read an evaluate.py report ({e})")
-    predictions = Path(folder) / "predictions.csv"
-    if any("log_ratio" not in b for b in report.get("by_bucket", [{}])) and predictions.is_file():
-        from bench.shrinkage import read_predictions
-        from predictors.metrics import compute_metrics
-
-        again = compute_metrics(*read_predictions(predictions))
-        report.update(by_bucket=again["by_bucket"], log_ratio=again["log_ratio"])
+        report = read_report_json(Path(folder) / "report.json")
+        stale = any("log_ratio" not in b for b in report.get("by_bucket", [{}]))
+        if stale and (Path(folder) / "predictions.csv").is_file():
+            rows = read_predictions(folder)
+            again = compute_metrics([r["truth"] for r in rows], [r["guess"] for r in rows])
+            report.update(by_bucket=again["by_bucket"], log_ratio=again["log_ratio"])
+    except ReportError as e:
+        raise SystemExit(str(e)) from None
     return report
 
 

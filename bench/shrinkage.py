@@ -18,24 +18,23 @@ to each test file. It also prints the slope of ln guess on ln truth (1 would be 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import statistics
 from pathlib import Path
 
+from predictors import report
 from predictors.metrics import compute_metrics
 
 GOAL = -0.40   # issue 19: mean ln(guess / truth) of items at $300-1000 no worse than this
 
 
 def read_predictions(path: str | Path) -> tuple[list[float], list[float | None]]:
-    """(truths, guesses) from an evaluate.py predictions.csv; an empty guess is a failure (None)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"truth", "guess"} <= set(rows[0]):
-        raise SystemExit(f"{path}: not an evaluate.py predictions.csv (needs truth and guess columns)")
-    return [float(r["truth"]) for r in rows], [float(r["guess"]) if r["guess"] not in ("", None) else None
-                                               for r in rows]
+    """(truths, guesses) from an evaluate.py predictions.csv or its folder; a failure's guess is None."""
+    try:
+        rows = report.read_predictions(path)
+    except report.ReportError as e:
+        raise SystemExit(str(e)) from None
+    return [r["truth"] for r in rows], [r["guess"] for r in rows]
 
 
 def stretch(guesses: list[float | None], centre: float, k: float) -> list[float | None]:

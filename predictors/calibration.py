@@ -20,13 +20,13 @@ shows the model's raw quantiles).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from predictors.report import ReportError, read_predictions, read_report
 from utils.atomic import atomic_write_text
 
 FILE = "interval_calibration.json"
@@ -66,16 +66,12 @@ def coverage_of(truths: Sequence[float], intervals: Sequence[tuple[float, float]
 def read_intervals(folder: str | Path) -> tuple[list[float], list[tuple[float, float]], dict]:
     """(truths, intervals, report) of an evaluate.py report folder, over the items whose interval is stated."""
     folder = Path(folder)
-    try:
-        report = json.loads((folder / "report.json").read_text())
-        with open(folder / "predictions.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, ValueError) as e:
-        raise CalibrationError(f"{folder}: not an evaluate.py report folder ({e})") from None
-    if rows and not {"truth", "low", "high"} <= set(rows[0]):
-        raise CalibrationError(f"{folder}/predictions.csv has no low/high columns: evaluate with --predictor expected")
-    kept = [(float(r["truth"]), (float(r["low"]), float(r["high"]))) for r in rows
-            if r["low"] and r["high"] and float(r["low"]) > 0 and float(r["truth"]) > 0]
+    report = read_report(folder / "report.json")
+    rows = read_predictions(folder)
+    if rows and all(r["low"] is None for r in rows):
+        raise CalibrationError(f"{folder}/predictions.csv states no intervals: evaluate with --predictor expected")
+    kept = [(r["truth"], (r["low"], r["high"])) for r in rows
+            if r["low"] is not None and r["high"] is not None and r["low"] > 0 and (r["truth"] or 0) > 0]
     return [t for t, _ in kept], [iv for _, iv in kept], report
 
 
@@ -105,6 +101,7 @@ def fit(adapter: str | Path, predictions: str | Path, coverage: float = COVERAGE
     margin = fit_margin(truths, intervals, coverage)
     record = {"margin": margin, "coverage": coverage, "n": len(truths), "split": report.get("split"),
               "fitted_on": str(predictions), "raw_coverage": coverage_of(truths, intervals),
+              "calibrated_coverage": coverage_of(truths, intervals, margin),
               "method": "split-conformal on log interval bounds (CQR)"}
     atomic_write_text(Path(adapter) / FILE, json.dumps(record, indent=2) + "\n")
     return record
@@ -125,14 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = fit(args.adapter, args.predictions or Path(args.adapter) / "eval-val", args.coverage)
         if record["split"] != "val":
             print(f"note: fitted on the {record['split']} split; fit on validation to keep test splits honest")
-        after = coverage_of(*read_intervals(record["fitted_on"])[:2], record["margin"])
         print(f"margin {record['margin']:+.3f} (x{math.exp(record['margin']):.2f} outward) from {record['n']} items: "
-              f"coverage {record['raw_coverage']:.1%} -> {after:.1%}; wrote {Path(args.adapter) / FILE}")
+              f"coverage {record['raw_coverage']:.1%} -> {record['calibrated_coverage']:.1%}; "
+              f"wrote {Path(args.adapter) / FILE}")
         for folder in args.check:
             truths, intervals, _ = read_intervals(folder)
             print(f"{folder}: {len(truths)} items, coverage {coverage_of(truths, intervals):.1%} -> "
                   f"{coverage_of(truths, intervals, record['margin']):.1%}")
-    except CalibrationError as e:
+    except (CalibrationError, ReportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

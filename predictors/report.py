@@ -161,6 +161,32 @@ def read_report(path: Path) -> dict:
     return report
 
 
+def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a predictions.csv (or of the one in a report folder): title, and truth, guess, low and high
+    as floats, None where empty (a failure; no interval, or a file from before intervals). For tools that read
+    evaluations back (predictors.calibration, bench/); ReportError naming the file when it is not one."""
+    path = Path(path)
+    path = path / "predictions.csv" if path.is_dir() else path
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise ReportError(f"{path}: cannot be read ({e.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ReportError(f"{path}: not a predictions file evaluate.py wrote ({e})") from None
+    if rows and not {"title", "truth", "guess"} <= set(rows[0]):
+        raise ReportError(f"{path}: lacks the title, truth and guess columns evaluate.py writes")
+
+    def price(row: dict, i: int, key: str) -> float | None:
+        try:
+            return float(row[key]) if row.get(key) else None
+        except ValueError:
+            raise ReportError(f"{path}: row {i} has {row[key]!r:.20} where a price goes") from None
+
+    return [{"title": r["title"], **{k: price(r, i, k) for k in ("truth", "guess", "low", "high")}}
+            for i, r in enumerate(rows, 1)]
+
+
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 

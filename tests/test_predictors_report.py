@@ -121,3 +121,21 @@ def test_log_axes_chart_and_the_linear_one(tmp_path):
     assert ax.get_xscale() == ax.get_yscale() == "log" and ax.get_xlim()[0] > 0
     linear = plot_chart([1.0, 10.0, 900.0], [2.0, None, 800.0], "t", log_axes=False).axes[0]
     assert linear.get_xscale() == "linear" and linear.get_xlim()[0] == 0
+
+
+def test_read_predictions_gives_floats_and_none_and_names_a_bad_row(tmp_path):
+    from predictors.report import read_predictions
+
+    (tmp_path / "predictions.csv").write_text("title,truth,guess,error,colour,low,high\n"
+                                              "Drill,129.00,110.50,18.50,green,60.00,200.00\n"
+                                              "Strings,7.99,,7.99,red,,\n")
+    rows = read_predictions(tmp_path)
+    assert rows == read_predictions(tmp_path / "predictions.csv")          # the folder or the file
+    assert rows == [{"title": "Drill", "truth": 129.0, "guess": 110.5, "low": 60.0, "high": 200.0},
+                    {"title": "Strings", "truth": 7.99, "guess": None, "low": None, "high": None}]
+    (tmp_path / "predictions.csv").write_text("title,truth,guess\nDrill,129.00,lots\n")
+    with pytest.raises(ReportError, match="row 1 has 'lots' where a price goes"):
+        read_predictions(tmp_path)
+    (tmp_path / "predictions.csv").write_text("name,price\nDrill,129.00\n")
+    with pytest.raises(ReportError, match="lacks the title, truth and guess columns"):
+        read_predictions(tmp_path)
