@@ -15,7 +15,6 @@ import weakref
 from typing import Any, Sequence
 
 from predictors.base import OptionError, Prediction, Predictor
-from predictors.calibration import load_margin, widen
 from predictors.batching import inference, left_padded_batches, model_device, progress
 from predictors.registry import register
 
@@ -296,6 +295,10 @@ class ExpectedPredictor(Predictor):
         for flag, value in (("--search-width", args.search_width), ("--search-digits", args.search_digits)):
             if value is not None and value <= 0:
                 raise OptionError(f"{flag} must be positive")
+        # Imported here, not at the top: predictors/__init__ imports this module, and a top-level import
+        # would load predictors.calibration before `python -m predictors.calibration` runs it (runpy warns).
+        from predictors.calibration import load_margin
+
         calibrate = (getattr(args, "interval_calibration", None) or "auto") == "auto"
         margin = load_margin(getattr(args, "adapter", None)) if calibrate else None
         return cls(args.estimate or "mean", args.search_width or SEARCH_WIDTH, args.search_digits or SEARCH_DIGITS,
@@ -315,6 +318,8 @@ class ExpectedPredictor(Predictor):
 
     def stated_interval(self, dist: dict[int, float]) -> tuple[float | None, float | None]:
         """The INTERVAL quantiles of `dist`, widened by interval_margin when the adapter's calibration gives one."""
+        from predictors.calibration import widen
+
         low, high = interval(dist)
         if low is None or high is None or not self.interval_margin:
             return low, high
