@@ -21,6 +21,9 @@ mkdir -p "$R/eval"; R=$(cd "$R" && pwd)
 S=configs/smollm2-135m-pricer.yaml
 G=configs/gemma3-270m-pricer.yaml
 RECIPE="--train.lr 5e-4 --train.epochs 3 --train.loraplus_ratio 16 --train.cuda_graphs false"   # SmolLM2's recipe, for Gemma (eager)
+# Gemma's learning rates (gemma-lr), NAME:OVERRIDES, 2 epochs each; gemma-pick retrains the best one held out
+GEMMA_LRS=("lr1e-4-lp16:--train.lr 1e-4 --train.loraplus_ratio 16" "lr2e-4:--train.lr 2e-4"
+           "lr5e-5-lp16:--train.lr 5e-5 --train.loraplus_ratio 16")
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 
 train() { local c=$1 name=$2; shift 2
@@ -66,8 +69,7 @@ gemma-jobs)   # GEMMA_EPOCHS (default 3) for pricer's run; GEMMA_ALL=1 adds the 
   wait; echo "gemma done" ;;
 gemma-lr) detach gemma-lr ;;
 gemma-lr-jobs)   # Gemma's learning rate, 2 epochs each, scored on validation
-  for v in "lr1e-4-lp16:--train.lr 1e-4 --train.loraplus_ratio 16" "lr2e-4:--train.lr 2e-4" \
-           "lr5e-5-lp16:--train.lr 5e-5 --train.loraplus_ratio 16"; do
+  for v in "${GEMMA_LRS[@]}"; do
     name=gemma-${v%%:*}
     { train $G $name --train.epochs 2 --train.cuda_graphs false ${v#*:} &&
       ev $name-val --adapter "$R/$name/adapter" --split val; } &
@@ -75,10 +77,9 @@ gemma-lr-jobs)   # Gemma's learning rate, 2 epochs each, scored on validation
   wait; echo "gemma-lr done" ;;
 gemma-pick) detach gemma-pick ;;
 gemma-pick-jobs)   # the learning rate with the best validation RMSLE: test splits and both held-out sources
-  pick=$(python -c "import json,sys; r={n: json.load(open(f'$R/eval/gemma-{n}-val/report.json'))['rmsle'] for n in sys.argv[1:]}; print(min(r, key=r.get))" lr1e-4-lp16 lr2e-4 lr5e-5-lp16)
+  pick=$(python -c "import json,sys; r={n: json.load(open(f'$R/eval/gemma-{n}-val/report.json'))['rmsle'] for n in sys.argv[1:]}; print(min(r, key=r.get))" "${GEMMA_LRS[@]%%:*}")
   echo "picked $pick"
-  case $pick in lr1e-4-lp16) args="--train.lr 1e-4 --train.loraplus_ratio 16" ;; lr2e-4) args="--train.lr 2e-4" ;;
-                lr5e-5-lp16) args="--train.lr 5e-5 --train.loraplus_ratio 16" ;; esac
+  for v in "${GEMMA_LRS[@]}"; do [ "${v%%:*}" = "$pick" ] && args=${v#*:}; done
   ev gemma-$pick-pool --adapter "$R/gemma-$pick/adapter" &
   ev gemma-$pick-balanced --adapter "$R/gemma-$pick/adapter" --sample balanced --limit 400 &
   for s in mixed musical-appliances; do
