@@ -7,6 +7,9 @@
 #               3 epochs) on the pool split (GEMMA_ALL=1 adds held-out sources and the reference stack)
 #   gemma-lr    Gemma: three learning rates, 2 epochs each, scored on validation
 #   gemma-pick  the best of those on validation: pool and balanced tests, and each source held out
+#   recipes     SmolLM2: four changes to the shipped recipe (SMOL_RECIPES), each scored on validation; the
+#               best of them on the pool and balanced tests and retrained with each source held out
+#   gemma-ref   Gemma: the reference stack (peft) with Gemma's shipped recipe, pool split and each source held out
 # Everything is scored by evaluate.py's expected price (width 30). Each part starts its jobs detached
 # (setsid) and returns, so that short device calls can carry more files while it trains; `status`
 # says what has finished, `collect` packs reports (and the adapters named in ADAPTERS) into OUT.
@@ -24,6 +27,10 @@ RECIPE="--train.lr 5e-4 --train.epochs 3 --train.loraplus_ratio 16 --train.cuda_
 # Gemma's learning rates (gemma-lr), NAME:OVERRIDES, 2 epochs each; gemma-pick retrains the best one held out
 GEMMA_LRS=("lr1e-4-lp16:--train.lr 1e-4 --train.loraplus_ratio 16" "lr2e-4:--train.lr 2e-4"
            "lr5e-5-lp16:--train.lr 5e-5 --train.loraplus_ratio 16")
+# SmolLM2's recipe changes (recipes), NAME:OVERRIDES on configs/smollm2-135m-pricer.yaml; e6best keeps the
+# adapter with the best validation RMSLE of six epochs (priced on 300 validation items after each epoch)
+SMOL_RECIPES=("r64:--lora.r 64 --lora.alpha 128" "bf16:--model.bits 16" "p10:--data.resample_power 1.0"
+              "e6best:--train.epochs 6 --train.eval_every 343 --train.keep_best val_rmsle --train.price_eval_items 300 --train.price_predictor expected")
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 
 train() { local c=$1 name=$2; shift 2
@@ -87,6 +94,33 @@ gemma-pick-jobs)   # the learning rate with the best validation RMSLE: test spli
       ev gemma-$pick-loso-$s --adapter "$R/gemma-$pick-loso-$s/adapter" --holdout-source $s; } &
   done
   wait; echo "gemma-pick done" ;;
+recipes) python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1; detach recipes ;;
+recipes-jobs)
+  best() { if [ -d "$R/$1/adapter-best" ]; then echo "$R/$1/adapter-best"; else echo "$R/$1/adapter"; fi; }
+  for v in "${SMOL_RECIPES[@]}"; do
+    name=smol-${v%%:*}
+    { train $S $name ${v#*:} && ev $name-val --adapter "$(best $name)" --split val; } &
+  done
+  wait
+  pick=$(python -c "import json,sys,os; r={n: json.load(open(f'$R/eval/smol-{n}-val/report.json'))['rmsle'] for n in sys.argv[1:] if os.path.exists(f'$R/eval/smol-{n}-val/report.json')}; print(min(r, key=r.get))" "${SMOL_RECIPES[@]%%:*}")
+  echo "picked $pick (validation RMSLE; the shipped adapter's: adapters/smollm2-135m-pricer/eval-val)"
+  for v in "${SMOL_RECIPES[@]}"; do [ "${v%%:*}" = "$pick" ] && args=${v#*:}; done
+  ev smol-$pick-pool --adapter "$(best smol-$pick)" &
+  ev smol-$pick-balanced --adapter "$(best smol-$pick)" --sample balanced --limit 400 &
+  for s in mixed musical-appliances; do
+    { train $S smol-$pick-loso-$s $args --data.holdout_source $s &&
+      ev smol-$pick-loso-$s --adapter "$(best smol-$pick-loso-$s)" --holdout-source $s; } &
+  done
+  wait; echo "recipes done" ;;
+gemma-ref) detach gemma-ref ;;
+gemma-ref-jobs)
+  python -c "from quant import resolve_model; print(resolve_model('gemma3-270m'))" || exit 1
+  { ref $G gemma-ref-pool && tests gemma-ref "$R/gemma-ref-pool/adapter"; } &
+  for s in mixed musical-appliances; do
+    { ref $G gemma-ref-loso-$s --data.holdout_source $s &&
+      ev gemma-ref-loso-$s --adapter "$R/gemma-ref-loso-$s/adapter" --holdout-source $s; } &
+  done
+  wait; echo "gemma-ref done" ;;
 status)
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   for d in "$R"/*/; do n=$(basename "$d"); [ "$n" = eval ] && continue
