@@ -5,7 +5,7 @@
 The predictors come from predictors' registry (`python evaluate.py --help` lists them with their
 options); all are batched with left padding and the KV cache, and deterministic:
 - greedy:    generate a few tokens after "Price is $" and read the first number.
-- expected:  a point estimate (--estimate: mean, log-mean or median) of the model's price
+- expected:  a point estimate (--estimate: mean, log-mean, median or hit) of the model's price
              distribution after "Price is $"; see predictors/expected.py for the digit search.
 - mean / median: constant baselines from the training split's prices.
 

@@ -1,14 +1,16 @@
 """Which point estimate and digit-search width serve the expected predictor best.
 
-The model's price distributions (`predict.price_distributions`) are computed once per test
-split and search width; every point estimate of `predict.ESTIMATES` (mean, log-mean,
-median) is then read off the same distributions, so trying an estimate costs no model time.
-The two splits are the ones bench/quality_gpu.sh scores, drawn exactly as evaluate.py draws them:
+The model's price distributions (`predict.price_distributions`) are computed once per split
+and search width; every point estimate of `predict.ESTIMATES` (mean, log-mean, median, hit)
+is then read off the same distributions, so trying an estimate costs no model time.
+--splits picks the splits, drawn exactly as evaluate.py draws them; the default is pool and
+balanced, the ones bench/quality_gpu.sh scores:
 
+    val        the whole validation split  = evaluate.py --split val [--limit N]
     pool       the whole test split        = evaluate.py --split test [--limit N]
     balanced   price-balanced test items   = evaluate.py --split test --sample balanced --limit 400
 
---limit N caps both, for quick runs (pool: N items by hash; balanced: min(N, --balanced-limit)).
+--limit N caps each, for quick runs (val, pool: N items by hash; balanced: min(N, --balanced-limit)).
 Every (width, estimate, split) gets an evaluate.py report folder, so `evaluate.py --compare`
 reads them, and each (width, split) keeps its raw distributions; under --out:
 
@@ -16,10 +18,11 @@ reads them, and each (width, split) keeps its raw distributions; under --out:
     <name>-w<width>-<estimate>-<split>/       report.json, predictions.csv, chart.png
     table.txt                                 the printed table
 
---reuse reads the .dists.json.gz files of an earlier run instead of loading the model.
+--reuse reads the .dists.json.gz files of an earlier run instead of loading the model; it refuses
+files made with other options (`REUSE_KEYS`: another split, data, holdout source, model, ...).
 
     python -m bench.estimators --adapter adapters/smollm2-135m-pricer --data data/amazon-prices \\
-        --widths 10 30 --out runs/estimators [--limit 100] [--batch-size 64]
+        --widths 10 30 --out runs/estimators [--splits val] [--limit 100] [--batch-size 64]
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ from predictors import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, add_model_option
                         with_run_defaults, write_report)
 from utils.atomic import atomic_write
 
-SPLITS = ("pool", "balanced")
+SPLITS = ("val", "pool", "balanced")   # --splits' choices
+DEFAULT_SPLITS = ("pool", "balanced")   # the test splits bench/quality_gpu.sh scores
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -49,6 +53,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--search-digits", type=int, default=SEARCH_DIGITS,
                    help=f"digits of the longest price searched (default {SEARCH_DIGITS})")
     p.add_argument("--estimates", nargs="+", choices=ESTIMATES, default=list(ESTIMATES))
+    p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(DEFAULT_SPLITS),
+                   help=f"splits to measure, in this order (default {' '.join(DEFAULT_SPLITS)}; see above)")
     p.add_argument("--limit", type=int, help="at most N items per split (a deterministic sample), for quick runs")
     p.add_argument("--balanced-limit", type=int, default=400, help="items in the balanced split (default 400)")
     p.add_argument("--reuse", action="store_true",
@@ -63,14 +69,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if min(args.widths) <= 0:
         p.error("--widths must be positive")
     args.widths = sorted(set(args.widths))
+    args.splits = list(dict.fromkeys(args.splits))
     return with_run_defaults(args)
 
 
 def split_args(args: argparse.Namespace, split: str) -> argparse.Namespace:
     """evaluate.py's arguments for one split: what `pick_items` and `provenance` read."""
+    if split == "val":
+        return argparse.Namespace(**{**vars(args), "split": "val", "sample": "pool", "predictor": "expected"})
     limit = args.limit if split == "pool" else min(args.limit or args.balanced_limit, args.balanced_limit)
     return argparse.Namespace(**{**vars(args), "split": "test", "sample": split, "limit": limit,
                                  "predictor": "expected"})
+
+
+def split_of(report: dict) -> str:
+    """The --splits name a report was made for: val, or the test split's sample (pool, balanced)."""
+    return report["sample"] if report["split"] == "test" else report["split"]
 
 
 def dists_path(out: Path, name: str, width: int, split: str) -> Path:
@@ -94,7 +108,8 @@ def load_distributions(path: str | Path) -> dict:
 
 
 # What must match for saved distributions to stand for this command line.
-REUSE_KEYS = ("base", "adapter", "data", "seed", "limit", "bits", "max_text_tokens", "search_digits")
+REUSE_KEYS = ("base", "adapter", "data", "split", "holdout_source", "seed", "limit", "bits", "max_text_tokens",
+              "search_digits")
 
 
 def check_reused(record: dict, sargs: argparse.Namespace, path: Path) -> None:
@@ -137,7 +152,7 @@ def format_table(reports: Sequence[dict]) -> str:
     lines = [f"{'width':>5}  {'estimate':<8}  {'split':<8}  {'n':>5}  {'RMSLE':>6}  {'hit rate':>8}  "
              f"{'avg error':>9}  {'mass':>5}  {'seconds':>8}  {'s/item':>6}"]
     for r in reports:
-        lines.append(f"{r['search_width']:>5}  {r['estimate']:<8}  {r['sample']:<8}  {r['n']:>5}  "
+        lines.append(f"{r['search_width']:>5}  {r['estimate']:<8}  {split_of(r):<8}  {r['n']:>5}  "
                      f"{r['rmsle']:>6.3f}  {r['hit_rate'] * 100:>7.1f}%  {r['avg_error']:>9.2f}  "
                      f"{r['search_mass']:>5.3f}  {r['seconds']:>8.1f}  {r['seconds'] / r['n']:>6.3f}")
     return "\n".join(lines)
@@ -151,7 +166,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     name = model_name(args.adapter, base)
     model = tokenizer = None
     reports = []
-    for split in SPLITS:
+    for split in args.splits:
         items = None
         for width in args.widths:
             path = dists_path(out, name, width, split)

@@ -3,7 +3,8 @@
 Tokenizers with one token per number 0-999 (Llama 3): the course's "improved" predictor, the
 top-K number tokens of the next-token distribution. Digit-level tokenizers (SmolLM2): a
 bounded breadth-first search over digit strings (`price_distributions`). The point estimate
-is the distribution's mean, its mean in log space or its median (`point_estimate`).
+is the distribution's mean, its mean in log space, its median or the price most likely to be
+scored a hit (`point_estimate`).
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from typing import Any, Sequence
 
 from predictors.base import OptionError, Prediction, Predictor
 from predictors.batching import inference, left_padded_batches, model_device, progress
+from predictors.metrics import GREEN_ERROR, GREEN_RATIO
 from predictors.registry import register
 
-ESTIMATES = ("mean", "log-mean", "median")
+ESTIMATES = ("mean", "log-mean", "median", "hit")
 INTERVAL = (0.1, 0.9)     # the quantiles of the stated interval: the central 80% of the distribution
 ACCOUNTING = ("none", "by-length")
 # The digit search's defaults, top_m and max_digits: the width trades time for covered mass (see bench/RESULTS.md).
@@ -207,6 +209,12 @@ def point_estimate(dist: dict[int, float], how: str = "mean") -> float | None:
     - "median":   the lower weighted median, the smallest price whose cumulative probability
                   reaches half the mass. A tie (exactly half the mass at or below a price, to a
                   relative 1e-9) takes that lower price, not a midpoint: {9: .5, 99: .5} gives 9.
+    - "hit":      the price most likely to be scored a hit: the guess g >= 0 that maximises the
+                  probability of the prices y it would colour green (`hit_window`); it maximises
+                  the expected hit rate, not RMSLE. Among the guesses that reach that probability
+                  (to a relative 1e-9) it is the nearest, in log1p distance, to the "log-mean"
+                  estimate (see `most_likely_hit`): {100: .5, 130: .5} gives the log-mean, 114.03,
+                  which hits both; {500: .3, 600: .3, 1000: .4} gives 599.99, hitting 500 and 600.
     """
     if how not in ESTIMATES:
         raise ValueError(f"unknown estimate {how!r}: pick one of {', '.join(ESTIMATES)}")
@@ -215,9 +223,63 @@ def point_estimate(dist: dict[int, float], how: str = "mean") -> float | None:
         return None
     if how == "mean":
         return sum(v * p for v, p in dist.items()) / mass
-    if how == "log-mean":
-        return math.expm1(sum(math.log1p(v) * p for v, p in dist.items()) / mass)
+    if how in ("log-mean", "hit"):
+        log_mean = math.expm1(sum(math.log1p(v) * p for v, p in dist.items()) / mass)
+        return log_mean if how == "log-mean" else most_likely_hit(dist, log_mean)
     return price_quantile(dist, 0.5)
+
+
+def hit_window(truth: float) -> tuple[float, float]:
+    """(low, high): the open interval of guesses the course's metric scores green (a hit) for `truth`.
+
+    A guess g is green when |g - truth| < GREEN_ERROR or < GREEN_RATIO * truth (`colour_for`), so
+    the window is the wider of truth -+ GREEN_ERROR and truth * (1 -+ GREEN_RATIO); for truth 0,
+    (-GREEN_ERROR, GREEN_ERROR).
+    """
+    return (min(truth - GREEN_ERROR, (1 - GREEN_RATIO) * truth),
+            max(truth + GREEN_ERROR, (1 + GREEN_RATIO) * truth))
+
+
+def most_likely_hit(dist: dict[int, float], near: float) -> float:
+    """The guess g >= 0 with the most probability of prices it hits; of those, the nearest to `near` in log1p.
+
+    The hit mass M(g) is a sum of open intervals (each price's `hit_window`, weighted by its
+    probability), so it is constant on each gap between consecutive distinct window ends and no
+    larger at an end than on the gaps beside it: a sweep over the sorted ends gives M on every gap
+    (g >= 0: 0 is an end too), exactly. Every gap whose M is the maximum (to a relative 1e-9) is a
+    candidate; `near` is clamped into each, and the nearest candidate wins (the lower on a tie).
+    The gaps are open (a guess on a window's end may hit one price fewer), so the clamp stays a
+    cent inside them (a quarter of a gap narrower than 4 cents): reports score guesses rounded to
+    the cent (`predictors.report.cents`), and a guess a hair inside would round onto the end.
+    Integer prices put every end on a multiple of $0.2, so the cent survives that rounding. 0 is
+    no window's end unless a price of GREEN_ERROR makes it one, so a guess of 0 is allowed.
+    Window ends are rounded to 1e-6: in floats the same end may come out a few ulps apart
+    (1.2 * 200 and 200 + 40), which would open a gap no guess can use.
+    """
+    mass = sum(dist.values())
+    steps: dict[float, float] = {}   # end -> change of M when g crosses it upwards
+    for value, p in dist.items():
+        if p > 0:
+            low, high = (round(end, 6) for end in hit_window(value))
+            steps[low] = steps.get(low, 0.0) + p / mass
+            steps[high] = steps.get(high, 0.0) - p / mass
+    floor = 0.0 not in steps         # 0 bounds the guesses, not a window: a guess of 0 is allowed
+    steps.setdefault(0.0, 0.0)
+    ends = sorted(steps)
+    gaps, covered = [], 0.0
+    for low, high in zip(ends, ends[1:]):
+        covered += steps[low]                # M on the gap (low, high)
+        if low >= 0:
+            gaps.append((covered, low, high))
+    best = max(m for m, _, _ in gaps)
+    target = math.log1p(near)
+    candidates = []
+    for m, low, high in gaps:
+        if m >= best * (1 - 1e-9):
+            inside = min(0.01, (high - low) / 4)
+            g = min(max(near, low if low == 0 and floor else low + inside), high - inside)
+            candidates.append((abs(math.log1p(g) - target), g))
+    return min(candidates)[1]
 
 
 def price_quantile(dist: dict[int, float], q: float) -> float | None:

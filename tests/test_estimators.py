@@ -99,7 +99,7 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
     assert (out / "table.txt").read_text().strip().splitlines() == table
     assert table[0].split() == ["width", "estimate", "split", "n", "RMSLE", "hit", "rate", "avg", "error", "mass",
                                 "seconds", "s/item"]
-    assert len(table) == 1 + 2 * 3 * 2
+    assert len(table) == 1 + 2 * len(ESTIMATES) * 2
     rows = {}
     for line in table[1:]:
         width, how, split, n, rmsle, hit, _, mass, seconds, _ = line.split()
@@ -125,8 +125,9 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
         assert {k: report[k] for k in metrics} == metrics   # JSON keeps floats exactly
         assert guesses_of(folder) == pytest.approx([round(g, 2) for g in guesses])
         assert report["search_mass"] == pytest.approx(sum(sum(d.values()) for d in saved["dists"]) / n)
-    # The three estimates really differ on these distributions (else the table would compare nothing).
-    assert len({rows[3, h, "pool"][1] for h in ESTIMATES}) == 3
+    # The three moments really differ on these distributions (else the table would compare nothing); hit
+    # may equal one of them: it is the log-mean wherever that is one of the likeliest hits.
+    assert len({rows[3, h, "pool"][1] for h in ("mean", "log-mean", "median")}) == 3
 
     # Each split is the one evaluate.py draws with the same flags, scored the same.
     for split, limit in (("pool", 5), ("balanced", 4)):
@@ -163,9 +164,32 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
     assert rc == 2 and "limit 5 (now 6)" in err.strip().splitlines()[-1]
 
 
+def test_bench_val_split_matches_evaluate(tiny_llama_dir, items_file, tmp_path, capsys):
+    out = tmp_path / "est"
+    common = ["--base", tiny_llama_dir, "--data", items_file, "--bits", 16, "--batch-size", 4, "--search-digits", 2]
+    rc, stdout, _ = run_bench(common + ["--widths", 3, "--splits", "val", "--out", out], capsys)
+    assert rc == 0
+    assert [line.split()[:3] for line in stdout.strip().splitlines()[1:]] == [["3", h, "val"] for h in ESTIMATES]
+    # The whole validation split, as evaluate.py --split val draws and scores it.
+    name, eval_out = tiny_llama_dir.name, tmp_path / "eval-val"
+    assert ev.main([str(a) for a in common + ["--split", "val", "--predictor", "expected", "--estimate", "hit",
+                                              "--search-width", 3, "--out", eval_out]]) == 0
+    mine, theirs = report_of(out / f"{name}-w3-hit-val"), report_of(eval_out)
+    assert (mine["split"], mine["sample"], mine["limit"]) == ("val", "pool", None) and mine["n"] > 0
+    for key in ("n", "avg_error", "rmsle", "hit_rate", "search_mass"):
+        assert mine[key] == pytest.approx(theirs[key], rel=1e-6), key
+    assert sorted(guesses_of(out / f"{name}-w3-hit-val")) == sorted(guesses_of(eval_out))
+    capsys.readouterr()
+    # --reuse refuses distributions made for another split (the val ones, saved under the pool's name).
+    (out / f"{name}-w3-val.dists.json.gz").rename(out / f"{name}-w3-pool.dists.json.gz")
+    rc, _, err = run_bench(common + ["--widths", 3, "--reuse", "--out", out], capsys)
+    assert rc == 2 and "split 'val' (now 'test')" in err.strip().splitlines()[-1]
+
+
 def test_bench_split_limits():
     args = est.parse_args(["--base", "b", "--data", "d", "--out", "o"])
     assert (args.widths, args.estimates, args.search_digits) == ([SEARCH_WIDTH], list(ESTIMATES), 4)
+    assert args.splits == ["pool", "balanced"]                         # the default: the test splits, as before
     assert est.split_args(args, "pool").limit is None                  # the whole test split
     assert est.split_args(args, "balanced").limit == 400
     args = est.parse_args(["--base", "b", "--data", "d", "--out", "o", "--limit", "50", "--widths", "30", "10", "30"])
@@ -175,3 +199,9 @@ def test_bench_split_limits():
     assert (balanced.split, balanced.sample, balanced.limit) == ("test", "balanced", 50)
     assert est.split_args(est.parse_args(["--base", "b", "--data", "d", "--out", "o", "--limit", "900"]),
                           "balanced").limit == 400
+    val = est.split_args(args, "val")                                   # evaluate.py --split val [--limit N]
+    assert (val.split, val.sample, val.limit, val.predictor) == ("val", "pool", 50, "expected")
+    assert est.split_args(est.parse_args(["--base", "b", "--data", "d", "--out", "o"]), "val").limit is None
+    args = est.parse_args(["--base", "b", "--data", "d", "--out", "o", "--splits", "val", "pool", "val"])
+    assert args.splits == ["val", "pool"]
+    assert {"split", "holdout_source"} <= set(est.REUSE_KEYS)

@@ -3,6 +3,7 @@ against uncached forward passes, and the predictor's report record."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch
 from conftest import PROMPTS, dollar_id, make_bigram, token_id
 from predictors.expected import (ESTIMATES, ExpectedPredictor, account_pruned, interval, number_tokens, point_estimate,
                                  predict_expected, price_distributions, price_quantile)
+from predictors.metrics import colour_for
+from predictors.report import cents
 
 # ---------------------------------------------------------------- point estimates of a distribution
 
@@ -52,6 +55,55 @@ def test_log_mean_at_most_mean_and_median_in_support():
     dist = {3: 0.05, 12: 0.2, 19: 0.3, 25: 0.1, 150: 0.15, 800: 0.05}
     assert point_estimate(dist, "log-mean") < point_estimate(dist, "mean")
     assert point_estimate(dist, "median") == 19.0   # cumulative .05, .25, .55 of .85: half is .425
+
+
+def hit_mass(guess: float, dist: dict[int, float]) -> float:
+    """The share of `dist`'s mass on prices the guess is scored a hit (green) on, by the course's metric."""
+    return sum(p for y, p in dist.items() if colour_for(abs(guess - y), y) == "green") / sum(dist.values())
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.4])   # renormalised: the same guesses at 40% of the mass
+def test_hit_estimate_by_hand(scale):
+    def hit(dist):
+        return point_estimate({v: p * scale for v, p in dist.items()}, "hit")
+
+    # 100 is hit by guesses in (60, 140), 130 by (90, 170): the log-mean sqrt(101 * 131) - 1 hits both.
+    dist = {100: 0.5, 130: 0.5}
+    assert hit(dist) == pytest.approx(math.sqrt(101 * 131) - 1) and hit(dist) == pytest.approx(114.026084)
+    assert hit(dist) == pytest.approx(point_estimate(dist, "log-mean")) and hit_mass(hit(dist), dist) == 1
+    # (-30, 50) and (400, 600): the cheap .6 wins, and the log-mean 11^.6 * 501^.4 - 1 = 49.67 is in it.
+    dist = {10: 0.6, 500: 0.4}
+    assert hit(dist) == pytest.approx(11 ** 0.6 * 501 ** 0.4 - 1) and hit(dist) == pytest.approx(49.672310)
+    assert colour_for(hit(dist) - 10, 10) == "green" and hit_mass(hit(dist), dist) == pytest.approx(0.6)
+    # (400, 600), (480, 720) and (800, 1200): (480, 600) hits .6, more than 1000's .4. The log-mean,
+    # 696.9, is clamped to a cent under 600: the window is open, and a guess of 600 misses 500 by exactly
+    # 20%. A cent, not less: reports score the guess rounded to the cent.
+    dist = {500: 0.3, 600: 0.3, 1000: 0.4}
+    assert point_estimate(dist, "log-mean") == pytest.approx(696.890506)
+    assert hit(dist) == cents(hit(dist)) == 599.99 and colour_for(600 - 500, 500) == "orange"
+    assert [colour_for(abs(hit(dist) - y), y) for y in dist] == ["green", "green", "red"]
+    assert hit_mass(hit(dist), dist) == pytest.approx(0.6)
+    # (-20, 60), (10, 90) and (50, 130): only (50, 60) hits all three; the log-mean, 48.27, is below it.
+    dist = {20: 0.3, 50: 0.3, 90: 0.4}
+    assert point_estimate(dist, "log-mean") == pytest.approx(48.266691) and hit_mass(48.266691, dist) == 0.6
+    assert hit(dist) == 50.01 and hit_mass(hit(dist), dist) == 1
+    # A tie, (-30, 50) and (800, 1200) at .5 each: the log-mean sqrt(11 * 1001) - 1 = 103.9 is nearer
+    # (in log1p) to 50 than to 800, so the guess is a cent under 50.
+    dist = {10: 0.5, 1000: 0.5}
+    assert hit(dist) == 49.99 and colour_for(hit(dist) - 10, 10) == "green"
+    # 0 bounds the guesses but is no window's end (a price of 0 is hit by (-40, 40)): a guess of 0 stands.
+    assert hit({0: 1.0}) == 0.0 and hit({0: 0.5, 3: 0.5}) == pytest.approx(1.0)   # the log-mean
+
+
+def test_hit_estimate_is_the_best_guess_on_a_fine_grid():
+    """Integer prices put every window end on a multiple of $0.2, so a $0.1 grid meets every gap between them."""
+    rng = random.Random(0)
+    for _ in range(20):
+        dist = {rng.randint(0, 300): rng.random() for _ in range(rng.randint(1, 6))}
+        best = max(hit_mass(k / 10, dist) for k in range(0, 4010))   # beyond 1.2 * 300 + 40 nothing is hit
+        guess = point_estimate(dist, "hit")
+        assert guess >= 0 and hit_mass(guess, dist) == pytest.approx(best, rel=1e-9)
+        assert hit_mass(cents(guess), dist) == pytest.approx(best, rel=1e-9)   # as a report scores it
 
 
 # ---------------------------------------------------------------- hand-set next-token distributions
