@@ -10,6 +10,10 @@
 #   recipes     SmolLM2: four changes to the shipped recipe (SMOL_RECIPES), each scored on validation; the
 #               best of them on the pool and balanced tests and retrained with each source held out
 #   gemma-ref   Gemma: the reference stack (peft) with Gemma's shipped recipe, pool split and each source held out
+#   bf16        both models' shipped recipes on a 16-bit base (--model.bits 16, LoRA instead of QLoRA): pool
+#               split (validation, pool and balanced tests) and each source held out. On 2026-12-02 it ran
+#               beside recipes (whose bf16 run was SmolLM2's pool-split one here), and recipes' e6best held-out
+#               runs (6 epochs each, 15 min beside the others) were stopped unfinished to give it the GPU
 # Everything is scored by evaluate.py's expected price (width 30). Each part starts its jobs detached
 # (setsid) and returns, so that short device calls can carry more files while it trains; `status`
 # says what has finished, `collect` packs reports (and the adapters named in ADAPTERS) into OUT.
@@ -121,6 +125,17 @@ gemma-ref-jobs)
       ev gemma-ref-loso-$s --adapter "$R/gemma-ref-loso-$s/adapter" --holdout-source $s; } &
   done
   wait; echo "gemma-ref done" ;;
+bf16) detach bf16 ;;
+bf16-jobs)
+  for m in "smol:$S" "gemma:$G"; do
+    name=${m%%:*}-bf16; c=${m#*:}
+    { train $c $name --model.bits 16 && tests $name "$R/$name/adapter"; } &
+    for s in mixed musical-appliances; do
+      { train $c $name-loso-$s --model.bits 16 --data.holdout_source $s &&
+        ev $name-loso-$s --adapter "$R/$name-loso-$s/adapter" --holdout-source $s; } &
+    done
+  done
+  wait; echo "bf16 done" ;;
 status)
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   for d in "$R"/*/; do n=$(basename "$d"); [ "$n" = eval ] && continue

@@ -2,14 +2,30 @@
 # Issue 19's results table from the committed reports (bench/results-issue19-2026-12-02: the H200 runs of
 # bench/issue19_gpu.sh and bench/shift_quality.sh, and bench.ridge on this CPU) and the shipped adapters'.
 #   bash bench/issue19_table.sh [--long]
+#   bash bench/issue19_table.sh --recipes [--long]   # the recipe changes tried (issue19_gpu.sh recipes, bf16)
 D=bench/results-issue19-2026-12-02
 S=adapters/smollm2-135m-pricer
 splits="pool balanced loso-mixed loso-musical-appliances"
 rows=()
+if [ "${1:-}" = --recipes ]; then
+  shift
+  G=adapters/gemma3-270m-pricer
+  rows+=("SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-val" "SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-pool"
+         "SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-balanced")
+  for s in loso-mixed loso-musical-appliances; do rows+=("SmolLM2 shipped (QLoRA, 3 epochs)=$D/smol-pricer-$s"); done
+  for r in "p10:data.resample_power 1" "e6best:6 epochs, best of each epoch's validation" "bf16:16-bit base"; do
+    for s in val $splits; do [ -d $D/smol-${r%%:*}-$s ] && rows+=("SmolLM2 ${r#*:}=$D/smol-${r%%:*}-$s"); done
+  done
+  rows+=("Gemma shipped (QLoRA, lr 2e-4)=$G/eval-val")
+  for s in $splits; do rows+=("Gemma shipped (QLoRA, lr 2e-4)=$D/gemma-lr2e-4-$s"); done
+  for s in val $splits; do rows+=("Gemma 16-bit base=$D/gemma-bf16-$s"); done
+  exec python -m bench.results_table "${rows[@]}" --baseline $(for s in $splits; do echo $D/ridge-$s; done) "$@"
+fi
 for s in $splits; do rows+=("SmolLM2 base=$D/smol-base-$s"); done
 for s in $splits; do rows+=("SmolLM2 reference stack (peft)=$D/smol-ref-$s"); done
 rows+=("SmolLM2 pricer=$S/eval-pool" "SmolLM2 pricer=$S/eval-balanced")
 for s in loso-mixed loso-musical-appliances; do rows+=("SmolLM2 pricer=$D/smol-pricer-$s"); done
 for s in $splits; do rows+=("Gemma 3 270M base=$D/gemma-base-$s"); done
+for s in $splits; do rows+=("Gemma 3 270M reference stack (peft)=$D/gemma-ref-$s"); done
 for s in $splits; do rows+=("Gemma 3 270M pricer=$D/gemma-lr2e-4-$s"); done
 python -m bench.results_table "${rows[@]}" --baseline $(for s in $splits; do echo $D/ridge-$s; done) "$@"
