@@ -65,10 +65,20 @@ RUN_DEFAULTS = {"seed": ("data", "seed", 42), "val_fraction": ("data", "val_frac
 
 
 def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset options from <run>/config.yaml when --adapter is train.py's <run>/adapter, else defaults."""
+    """Fill unset options from the run --adapter was trained in, else defaults.
+
+    The run's settings are <run>/config.yaml when --adapter is train.py's <run>/adapter (or
+    adapter-best), else the adapter folder's own training-config.yaml, which train.py saves in every
+    adapter folder so that a copied or shipped adapter keeps them; neither: the defaults.
+    """
     import yaml
 
-    run = Path(args.adapter).parent / "config.yaml" if args.adapter else None
+    from lora.io import TRAINING_CONFIG_NAME
+
+    run = None
+    if args.adapter:
+        beside, inside = Path(args.adapter).parent / "config.yaml", Path(args.adapter) / TRAINING_CONFIG_NAME
+        run = beside if beside.is_file() else inside
     saved: Any = {}
     if run is not None and run.is_file():
         try:

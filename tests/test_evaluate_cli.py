@@ -205,6 +205,26 @@ def test_options_default_to_what_the_run_trained_with(tmp_path):
     assert (plain.seed, plain.test_fraction, plain.bits, plain.compute_dtype) == (42, 0.1, 4, "bfloat16")
 
 
+
+def test_an_adapter_out_of_its_run_keeps_its_settings(tmp_path, capsys):
+    """A copied or shipped adapter folder reads its own training-config.yaml (train.py saves it there);
+    in its run, the run's config.yaml beside it comes first; a damaged one is one line naming it."""
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "training-config.yaml").write_text("model:\n  bits: 16\ndata:\n  max_text_tokens: 99\n"
+                                                  "  holdout_source: mixed\n")
+    args = ev.parse_args(["--adapter", str(shipped), "--data", "d", "--out", "o"])
+    assert (args.bits, args.max_text_tokens, args.holdout_source, args.seed) == (16, 99, "mixed", 42)
+    (tmp_path / "config.yaml").write_text("model:\n  bits: 8\n")   # shipped/ is now <run>/adapter
+    assert ev.parse_args(["--adapter", str(shipped), "--data", "d", "--out", "o"]).bits == 8
+    (tmp_path / "config.yaml").unlink()
+    (shipped / "training-config.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(SystemExit) as e:
+        ev.parse_args(["--adapter", str(shipped), "--data", "d", "--out", "o"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert f"{shipped / 'training-config.yaml'}: not readable YAML" in err.strip().splitlines()[-1]
+
 # --- bad --out, refused before any data or model is read ------------------------------------------------------
 
 @pytest.fixture

@@ -140,3 +140,7 @@ def test_the_embedded_models_adapters_name_its_hub_id(tmp_path, monkeypatch):
     config = json.loads((saved / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in (saved / "README.md").read_text()
+    # the resolved config travels in the folder, as --config reads it back
+    from training import config_yaml, load_config
+    assert (saved / "training-config.yaml").read_text() == config_yaml(cfg)
+    assert config_yaml(load_config(saved / "training-config.yaml")) == config_yaml(cfg)

@@ -39,7 +39,8 @@ def model_card(cfg: Config, name: str, metrics: dict[str, Any], data: dict[str, 
                                                                 t.loraplus_ratio != 1 else ""),
         f"- data: `{cfg.data.source}`, {data.get('items')} items after de-duplication, split seed {cfg.data.seed} "
         f"(train/val/test hash {data.get('split')}); prompts cut to {cfg.data.max_text_tokens} text tokens",
-        "- the full config: `config.yaml` beside the run; code, versions and device: `run.json`", "",
+        "- the full config: `training-config.yaml` in this folder (evaluate.py and predict.py read their defaults "
+        "from it); code, versions and device: `run.json` beside the run", "",
         "## Validation", "", *_metrics_lines(metrics), "",
         "## Use", "", "```bash",
         "python predict.py --adapter ADAPTER_DIR --text \"Cordless drill, 20V, two batteries\"",

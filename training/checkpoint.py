@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 
 from lora import AdapterError, save_adapter
-from lora.io import read_adapter
+from lora.io import TRAINING_CONFIG_NAME, read_adapter
 from quant import canonical_name
 from training import rng
 from training.best import copy_best, restore_best
@@ -225,8 +225,10 @@ def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accel
 
 
 class AdapterSaver:
-    """`saver(name, record)` writes <output_dir>/<name>/ (adapter + model card) atomically; collective (FSDP
-    gathers the adapter first). `record` is the validation the card reports."""
+    """`saver(name, record)` writes <output_dir>/<name>/ (adapter, model card and the resolved config as
+    training-config.yaml) atomically; collective (FSDP gathers the adapter first). `record` is the validation
+    the card reports. The config travels with the adapter so that evaluate.py and predict.py, given the
+    folder alone (copied out of its run), still price with the bits, prompt length and split it trained on."""
 
     def __init__(self, accelerator, model, out: Path, cfg: Config, fsdp, data: dict[str, Any]) -> None:
         self.accelerator, self.model, self.out, self.cfg = accelerator, model, out, cfg
@@ -242,5 +244,6 @@ class AdapterSaver:
                     card = model_card(self.cfg, title if name == "adapter" else f"{title} ({name})", record or {},
                                       self.data)
                     (tmp / "README.md").write_text(card)
+                    (tmp / TRAINING_CONFIG_NAME).write_text(config_yaml(self.cfg))
         self.accelerator.wait_for_everyone()
         return folder
