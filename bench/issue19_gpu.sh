@@ -47,6 +47,21 @@ ev() { local name=$1; shift
 tests() {  # name adapter: validation, pool test, balanced test
   ev "$1-val" --adapter "$2" --split val & ev "$1-pool" --adapter "$2" &
   ev "$1-balanced" --adapter "$2" --sample balanced --limit 400 & wait; }
+best() { if [ -d "$R/$1/adapter-best" ]; then echo "$R/$1/adapter-best"; else echo "$R/$1/adapter"; fi; }
+# pick_best PREFIX CONFIG NAME:OVERRIDES...: of the recipes, the one whose PREFIX-NAME-val report has the lowest
+# RMSLE; its pool and balanced tests, and the same recipe retrained with each source held out
+pick_best() { local prefix=$1 c=$2; shift 2; local names=() v pick args
+  for v in "$@"; do names+=("${v%%:*}"); done
+  pick=$(python -c "import json,sys,os; r={n: json.load(open(f'$R/eval/$prefix-{n}-val/report.json'))['rmsle'] for n in sys.argv[1:] if os.path.exists(f'$R/eval/$prefix-{n}-val/report.json')}; print(min(r, key=r.get))" "${names[@]}")
+  echo "picked $pick (lowest validation RMSLE)"
+  for v in "$@"; do [ "${v%%:*}" = "$pick" ] && args=${v#*:}; done
+  ev $prefix-$pick-pool --adapter "$(best $prefix-$pick)" &
+  ev $prefix-$pick-balanced --adapter "$(best $prefix-$pick)" --sample balanced --limit 400 &
+  for s in mixed musical-appliances; do
+    { train $c $prefix-$pick-loso-$s $args --data.holdout_source $s &&
+      ev $prefix-$pick-loso-$s --adapter "$(best $prefix-$pick-loso-$s)" --holdout-source $s; } &
+  done
+  wait; }
 detach() { setsid nohup bash "$0" "$1-jobs" "$R" > "$R/$1.out" 2>&1 < /dev/null & echo "started $1 jobs in $R"; }
 
 case $part in
@@ -88,33 +103,17 @@ gemma-lr-jobs)   # Gemma's learning rate, 2 epochs each, scored on validation
   wait; echo "gemma-lr done" ;;
 gemma-pick) detach gemma-pick ;;
 gemma-pick-jobs)   # the learning rate with the best validation RMSLE: test splits and both held-out sources
-  pick=$(python -c "import json,sys; r={n: json.load(open(f'$R/eval/gemma-{n}-val/report.json'))['rmsle'] for n in sys.argv[1:]}; print(min(r, key=r.get))" "${GEMMA_LRS[@]%%:*}")
-  echo "picked $pick"
-  for v in "${GEMMA_LRS[@]}"; do [ "${v%%:*}" = "$pick" ] && args=${v#*:}; done
-  ev gemma-$pick-pool --adapter "$R/gemma-$pick/adapter" &
-  ev gemma-$pick-balanced --adapter "$R/gemma-$pick/adapter" --sample balanced --limit 400 &
-  for s in mixed musical-appliances; do
-    { train $G gemma-$pick-loso-$s --train.epochs 2 --train.cuda_graphs false $args --data.holdout_source $s &&
-      ev gemma-$pick-loso-$s --adapter "$R/gemma-$pick-loso-$s/adapter" --holdout-source $s; } &
-  done
+  recipes=(); for v in "${GEMMA_LRS[@]}"; do recipes+=("${v%%:*}:--train.epochs 2 --train.cuda_graphs false ${v#*:}"); done
+  pick_best gemma $G "${recipes[@]}"
   wait; echo "gemma-pick done" ;;
 recipes) python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1; detach recipes ;;
 recipes-jobs)
-  best() { if [ -d "$R/$1/adapter-best" ]; then echo "$R/$1/adapter-best"; else echo "$R/$1/adapter"; fi; }
   for v in "${SMOL_RECIPES[@]}"; do
     name=smol-${v%%:*}
     { train $S $name ${v#*:} && ev $name-val --adapter "$(best $name)" --split val; } &
   done
   wait
-  pick=$(python -c "import json,sys,os; r={n: json.load(open(f'$R/eval/smol-{n}-val/report.json'))['rmsle'] for n in sys.argv[1:] if os.path.exists(f'$R/eval/smol-{n}-val/report.json')}; print(min(r, key=r.get))" "${SMOL_RECIPES[@]%%:*}")
-  echo "picked $pick (validation RMSLE; the shipped adapter's: adapters/smollm2-135m-pricer/eval-val)"
-  for v in "${SMOL_RECIPES[@]}"; do [ "${v%%:*}" = "$pick" ] && args=${v#*:}; done
-  ev smol-$pick-pool --adapter "$(best smol-$pick)" &
-  ev smol-$pick-balanced --adapter "$(best smol-$pick)" --sample balanced --limit 400 &
-  for s in mixed musical-appliances; do
-    { train $S smol-$pick-loso-$s $args --data.holdout_source $s &&
-      ev smol-$pick-loso-$s --adapter "$(best smol-$pick-loso-$s)" --holdout-source $s; } &
-  done
+  pick_best smol $S "${SMOL_RECIPES[@]}"
   wait; echo "recipes done" ;;
 gemma-ref) detach gemma-ref ;;
 gemma-ref-jobs)
