@@ -108,8 +108,8 @@ def load_distributions(path: str | Path) -> dict:
 
 
 # What must match for saved distributions to stand for this command line.
-REUSE_KEYS = ("base", "adapter", "data", "split", "holdout_source", "seed", "limit", "bits", "max_text_tokens",
-              "search_digits")
+REUSE_KEYS = ("base", "adapter", "data", "split", "holdout_source", "seed", "val_fraction", "test_fraction", "limit",
+              "bits", "max_text_tokens", "search_digits")
 
 
 def check_reused(record: dict, sargs: argparse.Namespace, path: Path) -> None:

@@ -204,4 +204,4 @@ def test_bench_split_limits():
     assert est.split_args(est.parse_args(["--base", "b", "--data", "d", "--out", "o"]), "val").limit is None
     args = est.parse_args(["--base", "b", "--data", "d", "--out", "o", "--splits", "val", "pool", "val"])
     assert args.splits == ["val", "pool"]
-    assert {"split", "holdout_source"} <= set(est.REUSE_KEYS)
+    assert {"split", "holdout_source", "val_fraction", "test_fraction"} <= set(est.REUSE_KEYS)
