@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from bench.shrinkage import summary
+from predictors.metrics import MIN_GUESS
 from predictors.report import ReportError, read_predictions
 
 
@@ -30,7 +31,7 @@ def blend(first: dict, second: dict, w: float) -> tuple[list[float], list[float]
     """(truths, blended guesses) over the items both priced: exp((1 - w) ln a + w ln b)."""
     keys = sorted(first.keys() & second.keys())
     return ([k[1] for k in keys],
-            [math.exp((1 - w) * math.log(max(first[k], 0.5)) + w * math.log(max(second[k], 0.5))) for k in keys])
+            [math.exp((1 - w) * math.log(max(first[k], MIN_GUESS)) + w * math.log(max(second[k], MIN_GUESS))) for k in keys])
 
 
 def main() -> None:

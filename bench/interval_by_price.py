@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from predictors.calibration import COVERAGE, fit_margin, widen
-from predictors.metrics import BUCKETS
+from predictors.metrics import BUCKETS, interval_scores
 from predictors.report import read_predictions
 
 
@@ -37,7 +37,7 @@ def coverage_by_bucket(items, margin_of) -> dict[str, float]:
     for name, lo, hi in BUCKETS + (("all", 0.0, float("inf")),):
         sub = [(t, widen(low, high, margin_of(g))) for t, g, low, high in items if lo <= t < hi]
         if sub:
-            out[name] = sum(a <= t <= b for t, (a, b) in sub) / len(sub)
+            out[name] = interval_scores([t for t, _ in sub], [iv for _, iv in sub])["coverage"]
     return out
 
 

@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 from predictors import report
-from predictors.metrics import compute_metrics
+from predictors.metrics import MIN_GUESS, compute_metrics
 
 GOAL = -0.40   # issue 19: mean ln(guess / truth) of items at $300-1000 no worse than this
 
@@ -39,12 +39,12 @@ def read_predictions(path: str | Path) -> tuple[list[float], list[float | None]]
 
 def stretch(guesses: list[float | None], centre: float, k: float) -> list[float | None]:
     """Each guess moved k times as far from exp(centre) in log terms (failures stay failures)."""
-    return [None if g is None else math.exp(centre + k * (math.log(max(g, 0.5)) - centre)) for g in guesses]
+    return [None if g is None else math.exp(centre + k * (math.log(max(g, MIN_GUESS)) - centre)) for g in guesses]
 
 
 def slope(truths: list[float], guesses: list[float | None]) -> float:
     """Least-squares slope of ln guess on ln truth."""
-    pairs = [(math.log(t), math.log(max(g, 0.5))) for t, g in zip(truths, guesses) if g is not None]
+    pairs = [(math.log(t), math.log(max(g, MIN_GUESS))) for t, g in zip(truths, guesses) if g is not None]
     mt = statistics.fmean(p[0] for p in pairs)
     mg = statistics.fmean(p[1] for p in pairs)
     return sum((a - mt) * (b - mg) for a, b in pairs) / sum((a - mt) ** 2 for a, _ in pairs)

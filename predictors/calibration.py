@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from predictors.metrics import interval_scores
 from predictors.report import ReportError, read_predictions, read_report
 from utils.atomic import atomic_write_text
 
@@ -59,8 +60,8 @@ def widen(low: float, high: float, margin: float) -> tuple[float, float]:
 
 
 def coverage_of(truths: Sequence[float], intervals: Sequence[tuple[float, float]], margin: float = 0.0) -> float:
-    widened = [widen(lo, hi, margin) for lo, hi in intervals]
-    return sum(lo <= y <= hi for y, (lo, hi) in zip(truths, widened)) / len(truths)
+    """The share of truths inside their intervals widened by `margin` (metrics.interval_scores)."""
+    return interval_scores(truths, [widen(lo, hi, margin) for lo, hi in intervals])["coverage"]
 
 
 def read_intervals(folder: str | Path) -> tuple[list[float], list[tuple[float, float]], dict]:
@@ -72,6 +73,8 @@ def read_intervals(folder: str | Path) -> tuple[list[float], list[tuple[float, f
         raise CalibrationError(f"{folder}/predictions.csv states no intervals: evaluate with --predictor expected")
     kept = [(r["truth"], (r["low"], r["high"])) for r in rows
             if r["low"] is not None and r["high"] is not None and r["low"] > 0 and (r["truth"] or 0) > 0]
+    if not kept:
+        raise CalibrationError(f"{folder}/predictions.csv has no item with a stated interval and a positive truth")
     return [t for t, _ in kept], [iv for _, iv in kept], report
 
 

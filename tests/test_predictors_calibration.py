@@ -66,6 +66,10 @@ def test_cli_fits_writes_and_refuses_widened_intervals(tmp_path, capsys):
     write_eval(tmp_path / "again", rows, interval_margin=0.4)
     assert main(["--adapter", str(adapter), "--predictions", str(tmp_path / "again")]) == 2
     assert "already widened" in capsys.readouterr().err
+    write_eval(tmp_path / "empty", [])   # --check on a file with no intervals: one line, not a traceback
+    assert main(["--adapter", str(adapter), "--check", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no item with a stated interval" in err and "Traceback" not in err
 
 
 def test_a_damaged_calibration_file_is_one_clear_error(tmp_path):

@@ -111,8 +111,9 @@ class StaticCompletionLoss(nn.Module):
         window = getattr(self.model.config, "sliding_window", None)
         if window and "sliding_attention" in (getattr(self.model.config, "layer_types", None) or ()):
             masks["sliding_attention"] = (k <= q) & (k > q - window)
+        additive = attention_implementation(self.model) != "sdpa"
         for kind, allowed in masks.items():
-            if attention_implementation(self.model) != "sdpa":
+            if additive:
                 allowed = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
             masks[kind] = allowed[None, None].expand(rows, 1, length, length)
         return masks if len(masks) > 1 else masks["full_attention"]
