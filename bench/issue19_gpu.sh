@@ -10,6 +10,10 @@
 #   recipes     SmolLM2: four changes to the shipped recipe (SMOL_RECIPES), each scored on validation; the
 #               best of them on the pool and balanced tests and retrained with each source held out
 #   gemma-ref   Gemma: the reference stack (peft) with Gemma's shipped recipe, pool split and each source held out
+#   keep-best   both models with their best epoch kept (SmolLM2: e6best above, 6 epochs; Gemma: 4 epochs at its
+#               shipped lr), each on the pool split (validation, pool and balanced tests) and with each source
+#               held out; KEEP_BEST_MODELS=smol (or gemma) starts one model's runs only;
+#               ADAPTERS="smol-e6best/adapter-best gemma-e4best/adapter-best" for collect
 #   bf16        both models' shipped recipes on a 16-bit base (--model.bits 16, LoRA instead of QLoRA): pool
 #               split (validation, pool and balanced tests) and each source held out. On 2026-12-02 it ran
 #               beside recipes (whose bf16 run was SmolLM2's pool-split one here), and recipes' e6best held-out
@@ -31,10 +35,13 @@ RECIPE="--train.lr 5e-4 --train.epochs 3 --train.loraplus_ratio 16 --train.cuda_
 # Gemma's learning rates (gemma-lr), NAME:OVERRIDES, 2 epochs each; gemma-pick retrains the best one held out
 GEMMA_LRS=("lr1e-4-lp16:--train.lr 1e-4 --train.loraplus_ratio 16" "lr2e-4:--train.lr 2e-4"
            "lr5e-5-lp16:--train.lr 5e-5 --train.loraplus_ratio 16")
+# keep the adapter with the best validation RMSLE, priced on 300 validation items every 343 steps (an epoch)
+KEEP_BEST="--train.eval_every 343 --train.keep_best val_rmsle --train.price_eval_items 300 --train.price_predictor expected"
 # SmolLM2's recipe changes (recipes), NAME:OVERRIDES on configs/smollm2-135m-pricer.yaml; e6best keeps the
 # adapter with the best validation RMSLE of six epochs (priced on 300 validation items after each epoch)
 SMOL_RECIPES=("r64:--lora.r 64 --lora.alpha 128" "bf16:--model.bits 16" "p10:--data.resample_power 1.0"
-              "e6best:--train.epochs 6 --train.eval_every 343 --train.keep_best val_rmsle --train.price_eval_items 300 --train.price_predictor expected")
+              "e6best:--train.epochs 6 $KEEP_BEST")
+KEEP_BEST_RUNS=("smol-e6best:$S:--train.epochs 6 $KEEP_BEST" "gemma-e4best:$G:--train.epochs 4 $KEEP_BEST")
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 
 train() { local c=$1 name=$2; shift 2
@@ -62,7 +69,8 @@ pick_best() { local prefix=$1 c=$2; shift 2; local names=() v pick args
       ev $prefix-$pick-loso-$s --adapter "$(best $prefix-$pick-loso-$s)" --holdout-source $s; } &
   done
   wait; }
-detach() { setsid nohup bash "$0" "$1-jobs" "$R" > "$R/$1.out" 2>&1 < /dev/null & echo "started $1 jobs in $R"; }
+detach() { local out="$R/$1${KEEP_BEST_MODELS:+-${KEEP_BEST_MODELS// /-}}.out"
+  setsid nohup bash "$0" "$1-jobs" "$R" > "$out" 2>&1 < /dev/null & echo "started $1 jobs in $R"; }
 
 case $part in
 smol) python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1; detach smol ;;
@@ -124,6 +132,19 @@ gemma-ref-jobs)
       ev gemma-ref-loso-$s --adapter "$R/gemma-ref-loso-$s/adapter" --holdout-source $s; } &
   done
   wait; echo "gemma-ref done" ;;
+keep-best) python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1; detach keep-best ;;
+keep-best-jobs)   # 343 steps: one epoch of the pool split (the held-out runs' epochs are 324-338 steps)
+  for v in "${KEEP_BEST_RUNS[@]}"; do
+    name=${v%%:*}; rest=${v#*:}; c=${rest%%:*}; args=${rest#*:}
+    case " ${KEEP_BEST_MODELS:-smol gemma} " in *" ${name%%-*} "*) ;; *) continue ;; esac
+    [ "${name%%-*}" = gemma ] && { python -c "from quant import resolve_model; print(resolve_model('gemma3-270m'))" || exit 1; }
+    { train $c $name $args && tests $name "$(best $name)"; } &
+    for s in mixed musical-appliances; do
+      { train $c $name-loso-$s $args --data.holdout_source $s &&
+        ev $name-loso-$s --adapter "$(best $name-loso-$s)" --holdout-source $s; } &
+    done
+  done
+  wait; echo "keep-best ${KEEP_BEST_MODELS:-smol gemma} done" ;;
 bf16) detach bf16 ;;
 bf16-jobs)
   for m in "smol:$S" "gemma:$G"; do
