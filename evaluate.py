@@ -21,7 +21,7 @@ to the files an uninterrupted run writes (predictors/outputs.py).
 
     python evaluate.py --adapter runs/demo/adapter --data data/amazon-prices --out runs/demo/eval
     python evaluate.py --adapter runs/demo/adapter --data data/amazon-prices --out runs/demo/eval --resume
-    python evaluate.py --compare runs/base-eval runs/demo/eval
+    python evaluate.py --compare runs/base-eval runs/demo/eval   # + each against the first, item by item
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ import sys
 from typing import Sequence
 
 from predictors import (OptionError, ReportFolder, add_model_options, add_predictor_options, append_to_model_card,
-                        check_out_dir, device_name, format_compare, format_summary, in_length_order, load_model,
-                        load_reports, model_name, pick_items, predict_in_batches, predictor_from_args, resolve_base,
-                        run_settings, with_run_defaults)
+                        check_out_dir, compare_folders, device_name, format_compare, format_summary, in_length_order,
+                        load_model, load_reports, model_name, pick_items, predict_in_batches, predictor_from_args,
+                        resolve_base, run_settings, with_run_defaults)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -103,7 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.compare:
-            print(format_compare(load_reports(args.compare)))
+            reports = load_reports(args.compare)
+            print(format_compare(reports))
+            paired = compare_folders(args.compare, reports)
+            if paired:
+                print(paired)
             return 0
         report = run(args)
     except KeyboardInterrupt as e:   # Ctrl-C: what was kept is in the message; no traceback

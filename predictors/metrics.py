@@ -67,12 +67,19 @@ def interval_scores(truths: Sequence[float], intervals: Sequence[Interval | None
             "median_width": statistics.median(hi - lo for _, (lo, hi) in pairs)}
 
 
-def _scores(truths: Sequence[float], guesses: Sequence[float | None], failures_as_zero: bool) -> dict:
-    n = len(truths)
+def item_scores(truths: Sequence[float], guesses: Sequence[float | None],
+                failures_as_zero: bool = False) -> tuple[list[float], list[float], list[str]]:
+    """Each item's (absolute error, squared log error, colour): avg_error, RMSLE and the hit rate are their
+    means (RMSLE the root of one); a failure scores as a $0 guess, and its colour is red unless failures_as_zero."""
     filled = [scored_guess(g) for g in guesses]
     errors = [abs(g - t) for g, t in zip(filled, truths)]
     sles = [(math.log1p(g) - math.log1p(t)) ** 2 for g, t in zip(filled, truths)]
-    colours = colours_for(truths, guesses, failures_as_zero)
+    return errors, sles, colours_for(truths, guesses, failures_as_zero)
+
+
+def _scores(truths: Sequence[float], guesses: Sequence[float | None], failures_as_zero: bool) -> dict:
+    n = len(truths)
+    errors, sles, colours = item_scores(truths, guesses, failures_as_zero)
     return {
         "n": n,
         "avg_error": sum(errors) / n,

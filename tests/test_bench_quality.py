@@ -53,6 +53,32 @@ def test_shrinkage_cli_picks_the_smallest_k_that_meets_the_goal(tmp_path, capsys
     assert f"{lean[1]:+.2f} (4)" in out
 
 
+def test_information_bound_of_calibrated_normal_guesses():
+    # ln truth = ln guess + noise: the guesses are E[ln truth | guess] exactly (calibrated), and the truths are
+    # jointly normal with them. Sorted by the truth they still lean, -(MSE / Var) (ln y - mean), which the
+    # bound computes from the error alone; and the error that brings the lean to the goal is worked out by hand.
+    import random
+    rng = random.Random(0)
+    mean, sd_guess, sd_noise = math.log(30.0), 1.4, 0.7
+    guesses = [math.exp(rng.gauss(mean, sd_guess)) for _ in range(40_000)]
+    truths = [g * math.exp(rng.gauss(0.0, sd_noise)) for g in guesses]
+    b = shrink.information_bound(truths, guesses)
+    assert b["calibration"] == pytest.approx(1.0, abs=0.02)
+    assert b["rmse"] == pytest.approx(sd_noise, rel=0.02)
+    dear = [(t, g) for t, g in zip(truths, guesses) if 300 <= t < 1000]
+    observed = sum(math.log(g / t) for t, g in dear) / len(dear)
+    assert len(dear) > 1000 and b["lean_if_calibrated"] == pytest.approx(observed, abs=0.04)
+    logs = [math.log(t) for t in truths]
+    var = sum((v - sum(logs) / len(logs)) ** 2 for v in logs) / len(logs)
+    gap = sum(math.log(t) for t, _ in dear) / len(dear) - sum(logs) / len(logs)   # the bucket above the mean
+    assert b["lean_if_calibrated"] == pytest.approx(-b["rmse"] ** 2 / var * gap)
+    assert b["rmse_for_goal"] == pytest.approx(math.sqrt(-shrink.GOAL * var / gap))
+    assert var == pytest.approx(sd_guess ** 2 + sd_noise ** 2, rel=0.03)
+    # Guesses pulled halfway to the middle are no longer calibrated: ln truth moves twice as fast as ln guess
+    pulled = [math.exp(mean + (math.log(g) - mean) / 2) for g in guesses]
+    assert shrink.information_bound(truths, pulled)["calibration"] == pytest.approx(2.0, abs=0.05)
+
+
 def report(split="test", sample="pool", holdout=None, rmsle=0.5, hits=0.7, name="m"):
     return {"name": name, "split": split, "sample": sample, "holdout_source": holdout, "n": 10, "rmsle": rmsle,
             "hit_rate": hits, "log_ratio": 0.0, "by_bucket": [{"bucket": "$300-1000", "log_ratio": -0.5}]}

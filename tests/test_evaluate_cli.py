@@ -125,7 +125,9 @@ def test_base_only_greedy_then_compare(tiny_llama_dir, items_file, tmp_path, cap
     assert rc == 0
     lines = stdout.splitlines()
     assert lines[0].split() == ["name", "n", "avg", "error", "RMSLE", "hit", "rate", "failures"]
-    assert [ln.split()[0] for ln in lines[1:]] == ["base-greedy", "mean"]
+    assert [ln.split()[0] for ln in lines[1:3]] == ["base-greedy", "mean"]
+    # then the mean baseline against the first report on the items both scored (predictors/paired.py)
+    assert lines[3].startswith("paired against base-greedy") and lines[4].startswith(f"  mean ({report['n']} items)")
     mean_report = json.loads((mean_out / "report.json").read_text())
     assert lines[2].split() == ["mean", str(mean_report["n"]), f"${mean_report['avg_error']:,.2f}",
                                 f"{mean_report['rmsle']:.2f}", f"{mean_report['hit_rate'] * 100:.1f}%", "0"]
