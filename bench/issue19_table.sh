@@ -2,14 +2,27 @@
 # Issue 19's results table from the committed reports (bench/results-issue19-2026-12-02: the H200 runs of
 # bench/issue19_gpu.sh and bench/shift_quality.sh, and bench.ridge on this CPU) and the shipped adapters'.
 #   bash bench/issue19_table.sh [--long]
-#   bash bench/issue19_table.sh --recipes [--long]   # the recipe changes tried (issue19_gpu.sh recipes, bf16)
+#   bash bench/issue19_table.sh --recipes [--long]   # the recipe changes tried (issue19_gpu.sh recipes, bf16, keep-best)
+#   bash bench/issue19_table.sh --paired   # each shipped adapter against ridge, item by item (evaluate.py --compare)
 D=bench/results-issue19-2026-12-02
 S=adapters/smollm2-135m-pricer
+G=adapters/gemma3-270m-pricer
 splits="pool balanced loso-mixed loso-musical-appliances"
 rows=()
+if [ "${1:-}" = --paired ]; then
+  set -o pipefail
+  for s in $splits; do
+    case $s in
+      pool|balanced) smol=$S/eval-$s; gemma=$G/eval-$s ;;
+      *) smol=$D/smol-pricer-$s; gemma=$D/gemma-lr2e-4-$s ;;
+    esac
+    echo "== $s"
+    python evaluate.py --compare $D/ridge-$s $smol $gemma | sed -n '/^paired/,$p' || exit 1
+  done
+  exit 0
+fi
 if [ "${1:-}" = --recipes ]; then
   shift
-  G=adapters/gemma3-270m-pricer
   rows+=("SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-val" "SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-pool"
          "SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-balanced")
   for s in loso-mixed loso-musical-appliances; do rows+=("SmolLM2 shipped (QLoRA, 3 epochs)=$D/smol-pricer-$s"); done
@@ -19,6 +32,7 @@ if [ "${1:-}" = --recipes ]; then
   rows+=("Gemma shipped (QLoRA, lr 2e-4)=$G/eval-val")
   for s in $splits; do rows+=("Gemma shipped (QLoRA, lr 2e-4)=$D/gemma-lr2e-4-$s"); done
   for s in val $splits; do rows+=("Gemma 16-bit base=$D/gemma-bf16-$s"); done
+  for s in val $splits; do rows+=("Gemma 4 epochs, best of each epoch's validation=$D/gemma-e4best-$s"); done
   exec python -m bench.results_table "${rows[@]}" --baseline $(for s in $splits; do echo $D/ridge-$s; done) "$@"
 fi
 for s in $splits; do rows+=("SmolLM2 base=$D/smol-base-$s"); done

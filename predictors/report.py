@@ -209,14 +209,18 @@ def check_metrics(path: Path, report: dict) -> dict:
 
 
 def load_reports(dirs: Sequence[str]) -> list[tuple[str, dict]]:
-    """(name, report) for each folder holding a report.json; the name is the folder's own name."""
+    """(name, report) for each folder holding a report.json; the name is the folder's own name, with its parent's
+    in front when two folders share a name (adapters/a/eval-pool and adapters/b/eval-pool: a/eval-pool, b/eval-pool)."""
     reports = []
     for d in dirs:
         path = Path(d) / "report.json"
         if not path.is_file():
             raise FileNotFoundError(f"no report.json in {d}: pass folders written by evaluate.py --out")
-        reports.append((Path(d).resolve().name, check_metrics(path, read_report(path))))
-    return reports
+        reports.append(check_metrics(path, read_report(path)))
+    folders = [Path(d).resolve() for d in dirs]
+    names = [f.name for f in folders]
+    names = [f"{f.parent.name}/{f.name}" if names.count(f.name) > 1 else f.name for f in folders]
+    return list(zip(names, reports))
 
 
 def append_to_model_card(adapter: str | os.PathLike, report: dict) -> Path | None:

@@ -157,3 +157,22 @@ def test_interval_by_price_bands_and_coverage():
     raw = ibp.coverage_by_bucket(items, lambda g: 0.0)
     assert raw["all"] == pytest.approx(20 / 30)
     assert ibp.coverage_by_bucket(items, lambda g: math.log(2))["all"] == 1.0
+
+
+def test_unpicked_val_scores_the_items_keep_best_did_not_price(bundled_data_dir, tmp_path, capsys):
+    import bench.unpicked_val as unpicked
+    from data import load_items, split_items
+    val = split_items(load_items(bundled_data_dir, verbose=False), seed=42).val
+    keys = unpicked.picked_keys(str(bundled_data_dir), 10)
+    assert keys == {(it.title, round(it.price, 2)) for it in val[:10]}
+    # the picked-on items priced exactly, the rest at twice the truth; rows in another order than the split's
+    rows = [(it.title, it.price, it.price if i < 10 else 2 * it.price) for i, it in enumerate(val[:40])][::-1]
+    write_predictions(tmp_path / "eval-val", rows)
+    scores = unpicked.split_scores(str(tmp_path / "eval-val"), keys)
+    assert scores["picked on"]["n"] == 10 and scores["picked on"]["rmsle"] == 0.0
+    rest = val[10:40]
+    expected = math.sqrt(sum((math.log1p(round(2 * it.price, 2)) - math.log1p(round(it.price, 2))) ** 2
+                             for it in rest) / 30)
+    assert scores["not picked on"]["n"] == 30 and scores["not picked on"]["rmsle"] == pytest.approx(expected, abs=1e-9)
+    assert unpicked.main(["--picked", "10", "--data", str(bundled_data_dir), str(tmp_path / "eval-val")]) == 0
+    assert "not picked on     30" in capsys.readouterr().out

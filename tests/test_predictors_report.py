@@ -60,6 +60,15 @@ def test_compare_marks_partial_reports(tmp_path):
     assert text.splitlines()[2].startswith("part (partial: 2 of 10)")
 
 
+def test_compare_names_folders_that_share_a_name_by_their_parent(tmp_path):
+    for parent in ("smol", "gemma", "."):
+        write_report(tmp_path / parent / "eval-pool", ["a"], [30.0], [30.0], {}, "t")
+    write_report(tmp_path / "ridge", ["a"], [30.0], [30.0], {}, "t")
+    names = [name for name, _ in load_reports([tmp_path / "smol" / "eval-pool", tmp_path / "gemma" / "eval-pool",
+                                                tmp_path / "eval-pool", tmp_path / "ridge"])]
+    assert names == ["smol/eval-pool", "gemma/eval-pool", f"{tmp_path.name}/eval-pool", "ridge"]
+
+
 def _folder(tmp_path, content: bytes):
     folder = tmp_path / "run"
     folder.mkdir(exist_ok=True)
