@@ -1,6 +1,7 @@
 """The results table from evaluate.py (and bench.ridge) report folders: one row per model and stack,
 one column per split, each cell RMSLE / hit rate; or, with --long, one line per report with the lean
-above $300, the interval coverage and the comparison with the baseline on the same split.
+above $300, the interval coverage and the comparison with the baseline on the same split; or, with
+--buckets, one line per report with the hit rate and lean of each truth price bucket.
 
     python -m bench.results_table "SmolLM2 base=runs/eval/base-pool" "SmolLM2 base=runs/eval/base-balanced" \
         --baseline runs/baselines/ridge-pool runs/baselines/ridge-balanced [--long]
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from predictors.metrics import compute_metrics
+from predictors.metrics import BUCKETS, compute_metrics
 from predictors.report import ReportError, read_predictions
 from predictors.report import read_report as read_report_json
 
@@ -101,16 +102,30 @@ def long_table(rows: list[tuple[str, dict]], baselines: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def bucket_table(rows: list[tuple[str, dict]], baselines: dict[str, dict]) -> str:
+    """Hit rate and lean per price bucket of every report: where each model wins and loses its hits."""
+    names = [name for name, *_ in BUCKETS]
+    lines = ["| model | split | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
+    for label, r in rows + [("TF-IDF + ridge", b) for b in baselines.values()]:
+        by = {b["bucket"]: b for b in r.get("by_bucket", [])}
+        cells = [f"{100 * by[n]['hit_rate']:.0f}% / {by[n]['log_ratio']:+.2f} ({by[n]['n']})"
+                 if by.get(n, {}).get("n") and by[n].get("log_ratio") is not None else "-" for n in names]
+        lines.append(f"| {label} | {split_label(r)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", help="LABEL=DIR or DIR: evaluate.py report folders")
     ap.add_argument("--baseline", nargs="*", default=[],
                     help="report folders of the baseline (bench.ridge), one per split")
     ap.add_argument("--long", action="store_true", help="one line per report, with lean, coverage and the baseline")
+    ap.add_argument("--buckets", action="store_true", help="one line per report: hit rate / lean (n) per price bucket")
     args = ap.parse_args()
     rows = parse_entries(args.reports)
     baselines = {split_label(r): r for _, r in parse_entries(args.baseline)}
-    print(long_table(rows, baselines) if args.long else matrix(rows, baselines))
+    print(bucket_table(rows, baselines) if args.buckets else long_table(rows, baselines) if args.long
+          else matrix(rows, baselines))
 
 
 if __name__ == "__main__":
