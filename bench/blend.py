@@ -15,23 +15,25 @@ from pathlib import Path
 
 from bench.shrinkage import summary
 from predictors.metrics import MIN_GUESS
+from predictors.paired import match
 from predictors.report import ReportError, read_predictions
 
 
-def read_keyed(folder: str | Path) -> dict[tuple[str, float], float]:
-    """{(title, truth): guess} from a report folder's predictions.csv; failures (no guess) are left out."""
+def read_pairs(first: str | Path, second: str | Path) -> tuple[list[float], list[float], list[float], int]:
+    """(truths, first's guesses, second's guesses, rows left out) over the items both priced: the two
+    predictions.csv joined on title and truth (predictors.paired.match), failures (no guess) left out."""
     try:
-        rows = read_predictions(folder)
+        rows_a, rows_b = read_predictions(first), read_predictions(second)
     except ReportError as e:
         raise SystemExit(str(e)) from None
-    return {(r["title"], r["truth"]): r["guess"] for r in rows if r["guess"] is not None}
+    kept = [(t, a, b) for t, a, b in zip(*match(rows_a, rows_b)) if a is not None and b is not None]
+    return [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept], len(rows_a) + len(rows_b) - 2 * len(kept)
 
 
-def blend(first: dict, second: dict, w: float) -> tuple[list[float], list[float]]:
-    """(truths, blended guesses) over the items both priced: exp((1 - w) ln a + w ln b)."""
-    keys = sorted(first.keys() & second.keys())
-    return ([k[1] for k in keys],
-            [math.exp((1 - w) * math.log(max(first[k], MIN_GUESS)) + w * math.log(max(second[k], MIN_GUESS))) for k in keys])
+def blend(first: list[float], second: list[float], w: float) -> list[float]:
+    """The guesses blended item by item: exp((1 - w) ln a + w ln b)."""
+    return [math.exp((1 - w) * math.log(max(a, MIN_GUESS)) + w * math.log(max(b, MIN_GUESS)))
+            for a, b in zip(first, second)]
 
 
 def main() -> None:
@@ -42,13 +44,11 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{'split':<28} {'w':>4}  {'n':>5}  RMSLE   hits   lean $300-1000")
     for name, a, b in args.split:
-        first, second = read_keyed(a), read_keyed(b)
-        dropped = len(first.keys() ^ second.keys())
+        truths, first, second, dropped = read_pairs(a, b)
         for w in (float(x) for x in args.weights.split(",")):
-            truths, guesses = blend(first, second, w)
-            s = summary(truths, guesses)
+            s = summary(truths, blend(first, second, w))
             print(f"{name:<28} {w:4.2f}  {len(truths):5,}  {s['rmsle']:.3f}  {100 * s['hits']:5.1f}%  "
-                  f"{s['lean_dear']:+.2f}" + (f"   ({dropped} items in one file only)" if dropped else ""))
+                  f"{s['lean_dear']:+.2f}" + (f"   ({dropped} rows left out: in one file only or no guess)" if dropped else ""))
 
 
 if __name__ == "__main__":

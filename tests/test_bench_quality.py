@@ -108,6 +108,17 @@ def test_matrix_and_comparison_with_the_baseline(tmp_path):
     assert table.against(rows[1][1], base["balanced"]) == "-20% / -5.0"
 
 
+def test_bucket_table_prints_hits_and_lean_per_bucket(tmp_path):
+    # $5 guessed $5 (hit), $30 guessed $60 (hit: $30 off), $400 guessed $100 (miss, lean ln 1/4)
+    from predictors.report import write_report
+    folder = tmp_path / "m"
+    write_report(folder, ["a", "b", "c"], [5.0, 30.0, 400.0], [5.0, 60.0, 100.0], {"name": "m", "split": "test"}, "m")
+    lines = table.bucket_table(table.parse_entries([f"M={folder}"]), {}).splitlines()
+    assert lines[0] == "| model | split | <$10 | $10-50 | $50-100 | $100-300 | $300-1000 | >=$1000 |"
+    assert lines[2] == (f"| M | pool | 100% / +0.00 (1) | 100% / {math.log(2):+.2f} (1) | - | - | "
+                        f"0% / {math.log(0.25):+.2f} (1) | - |")
+
+
 def test_old_report_gets_its_lean_per_bucket_from_predictions(tmp_path):
     folder = write_predictions(tmp_path / "old", [("a", 400.0, 100.0), ("b", 5.0, 5.0)])
     (folder / "report.json").write_text(json.dumps({"name": "old", "split": "test", "sample": "pool", "n": 2,
@@ -117,13 +128,14 @@ def test_old_report_gets_its_lean_per_bucket_from_predictions(tmp_path):
 
 
 def test_blend_joins_on_title_and_truth_and_takes_the_geometric_mean(tmp_path):
-    a = blend.read_keyed(write_predictions(tmp_path / "a", [("x", 50.0, 10.0), ("y", 20.0, 20.0),
-                                                            ("only a", 1.0, 1.0)]))
-    b = blend.read_keyed(write_predictions(tmp_path / "b", [("y", 20.0, 80.0), ("x", 50.0, 1000.0), ("z", 3.0, None)]))
-    truths, guesses = blend.blend(a, b, 0.5)
-    assert truths == [50.0, 20.0]                        # sorted by (title, truth): x, y; one-file items left out
-    assert guesses == pytest.approx([100.0, 40.0])       # sqrt(10 * 1000), sqrt(20 * 80)
-    assert blend.blend(a, b, 0.0)[1] == pytest.approx([10.0, 20.0])
+    a = write_predictions(tmp_path / "a", [("x", 50.0, 10.0), ("y", 20.0, 20.0), ("only a", 1.0, 1.0),
+                                           ("z", 3.0, 3.0)])
+    b = write_predictions(tmp_path / "b", [("y", 20.0, 80.0), ("x", 50.0, 1000.0), ("z", 3.0, None)])
+    truths, first, second, dropped = blend.read_pairs(a, b)
+    assert truths == [50.0, 20.0] and first == [10.0, 20.0] and second == [1000.0, 80.0]   # in the first's order
+    assert dropped == 3                                  # "only a", and z (no guess in b) from both files
+    assert blend.blend(first, second, 0.5) == pytest.approx([100.0, 40.0])     # sqrt(10 * 1000), sqrt(20 * 80)
+    assert blend.blend(first, second, 0.0) == pytest.approx([10.0, 20.0])
 
 
 @pytest.mark.peft_parity
