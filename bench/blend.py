@@ -27,7 +27,8 @@ def read_pairs(first: str | Path, second: str | Path) -> tuple[list[float], list
     except ReportError as e:
         raise SystemExit(str(e)) from None
     kept = [(t, a, b) for t, a, b in zip(*match(rows_a, rows_b)) if a is not None and b is not None]
-    return [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept], len(rows_a) + len(rows_b) - 2 * len(kept)
+    left_out = len(rows_a) + len(rows_b) - 2 * len(kept)
+    return [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept], left_out
 
 
 def blend(first: list[float], second: list[float], w: float) -> list[float]:
@@ -48,7 +49,7 @@ def main() -> None:
         for w in (float(x) for x in args.weights.split(",")):
             s = summary(truths, blend(first, second, w))
             print(f"{name:<28} {w:4.2f}  {len(truths):5,}  {s['rmsle']:.3f}  {100 * s['hits']:5.1f}%  "
-                  f"{s['lean_dear']:+.2f}" + (f"   ({dropped} rows left out: in one file only or no guess)" if dropped else ""))
+                  f"{s['lean_dear']:+.2f}" + (f"   ({dropped} rows left out: one file or no guess)" if dropped else ""))
 
 
 if __name__ == "__main__":

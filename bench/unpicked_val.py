@@ -7,13 +7,14 @@ splits each validation predictions.csv into the items the pick saw and the ones 
     python -m bench.unpicked_val --picked 300 A/eval-val B/eval-val [--data data/amazon-prices]
                                  [--holdout-source S]    # a run trained with data.holdout_source S
 
-Items are matched to the split by title and price. Compare adapters on the "not picked on" rows.
+Items are matched to the split by title and price; the split is drawn as train.py draws it with the default
+data.val_fraction and data.test_fraction. Compare adapters on the "not picked on" rows.
 """
 from __future__ import annotations
 
 import argparse
 
-from data import load_items, split_items
+from data import DataError, load_items, split_items
 from data.holdout import leave_source_out
 from predictors.metrics import compute_metrics
 from predictors.report import ReportError, read_predictions
@@ -45,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--holdout-source")
     args = ap.parse_args(argv)
-    keys = picked_keys(args.data, args.picked, args.seed, args.holdout_source)
+    if args.picked < 1:
+        ap.error("--picked must be at least 1")
+    try:
+        keys = picked_keys(args.data, args.picked, args.seed, args.holdout_source)
+    except (DataError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"{'predictions':<50} {'items':<14} {'n':>5}  {'RMSLE':>6}  {'hits':>6}")
     for path in args.predictions:
         try:

@@ -30,12 +30,12 @@ from predictors.run import (device_name, in_length_order, load_model, model_name
 
 __all__ = [
     "add_model_options", "add_predictor_options", "append_to_model_card", "BUCKETS", "chart_title", "check_out_dir",
-    "colour_for", "colours_for", "compare_folders", "compute_metrics", "constant_prediction", "device_name", "ESTIMATES",
-    "ExpectedPredictor", "extract_price", "format_compare", "format_summary", "get_predictor", "greedy_tokens",
-    "GreedyPredictor", "in_length_order", "load_model", "load_reports", "MeanBaseline", "MedianBaseline",
-    "model_name", "number_tokens", "OptionError", "OutDirError", "paired_differences", "pick_items", "plot_chart", "point_estimate",
-    "predict_expected", "predict_greedy", "predict_in_batches", "predict_one_at_a_time", "Prediction", "Predictor",
-    "predictor_from_args", "PREDICTORS", "price_distributions", "provenance", "register", "ReportError",
-    "ReportFolder", "resolve_base", "RUN_DEFAULTS", "run_settings", "SEARCH_DIGITS", "search_record", "SEARCH_WIDTH",
-    "with_run_defaults", "write_report",
+    "colour_for", "colours_for", "compare_folders", "compute_metrics", "constant_prediction", "device_name",
+    "ESTIMATES", "ExpectedPredictor", "extract_price", "format_compare", "format_summary", "get_predictor",
+    "greedy_tokens", "GreedyPredictor", "in_length_order", "load_model", "load_reports", "MeanBaseline",
+    "MedianBaseline", "model_name", "number_tokens", "OptionError", "OutDirError", "paired_differences",
+    "pick_items", "plot_chart", "point_estimate", "predict_expected", "predict_greedy", "predict_in_batches",
+    "predict_one_at_a_time", "Prediction", "Predictor", "predictor_from_args", "PREDICTORS", "price_distributions",
+    "provenance", "register", "ReportError", "ReportFolder", "resolve_base", "RUN_DEFAULTS", "run_settings",
+    "SEARCH_DIGITS", "search_record", "SEARCH_WIDTH", "with_run_defaults", "write_report",
 ]

@@ -97,14 +97,14 @@ def _dollars(value: float) -> str:
 
 def compare_folders(folders: Sequence[str | os.PathLike], reports: Sequence[tuple[str, dict]]) -> str | None:
     """The paired block of --compare for report folders (reports: load_reports of the same folders), or None
-    when fewer than two are given or the first has no predictions.csv. A folder whose predictions cannot be
-    paired gets its reason on its line."""
+    when fewer than two are given. A folder whose predictions cannot be paired gets its reason on its line;
+    when the first has none, the block is that one line."""
     if len(folders) < 2:
         return None
     try:
         base_rows = read_predictions(folders[0])
-    except ReportError:
-        return None
+    except ReportError as e:
+        return f"not paired against {reports[0][0]}: {e}"
     zero = reports[0][1].get("score_failures_as_zero", False)
     comparisons: list[tuple[str, dict | str]] = []
     for folder, (name, report) in zip(folders[1:], reports[1:]):

@@ -104,13 +104,15 @@ def test_compare_prints_each_report_against_the_first(tmp_path, capsys):
     assert no_rows_line.startswith("  no-rows: not paired: ") and "cannot be read" in no_rows_line
 
 
-def test_compare_without_predictions_or_with_one_report_prints_no_pairs(tmp_path):
+def test_compare_with_one_report_or_a_first_without_predictions(tmp_path):
     _reports(tmp_path)
     folders = [tmp_path / "A"]
     assert compare_folders(folders, load_reports(folders)) is None
     (tmp_path / "A" / "predictions.csv").unlink()
     folders = [tmp_path / "A", tmp_path / "B"]
-    assert compare_folders(folders, load_reports(folders)) is None
+    text = compare_folders(folders, load_reports(folders))
+    assert text.startswith("not paired against A: ") and "predictions.csv: cannot be read" in text
+    assert len(text.splitlines()) == 1
 
 
 def test_reports_scored_differently_are_not_paired(tmp_path):
