@@ -1,4 +1,5 @@
-"""Two adapters priced together: the weighted geometric mean of their guesses, item by item.
+"""Two models priced together (two adapters, or an adapter and bench.ridge): the weighted geometric mean of
+their guesses, item by item.
 
 Each report folder's predictions.csv is joined with the other's on (title, truth), so two evaluate.py
 runs over the same split may list their items in any order. For every weight w on the second model
