@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from predictors.paired import paired_folders, verdict
+
 ROOT = Path(__file__).resolve().parent
 SHIPPED = ROOT / "adapters" / "smollm2-135m-pricer"
 RUN_NAME = "smollm2-demo"
@@ -41,6 +43,22 @@ def step(title: str, args: list[str]) -> None:
     if subprocess.run([sys.executable, *args], cwd=ROOT).returncode != 0:
         sys.exit(f"demo stopped: '{title}' failed (its error is above)")
     print(f"--- {title}: {time.monotonic() - started:.0f}s", flush=True)
+
+
+def print_summary(out: Path, reports: list[Path]) -> None:
+    """What fine-tuning bought, against the base model and the median baseline, and where the files are."""
+    base, median, tuned = (json.loads((out / d / "report.json").read_text()) for d in ("base", "median", "finetuned"))
+    gain = 1 - tuned["rmsle"] / base["rmsle"]
+    print(f"\nfine-tuning lowered RMSLE by {gain:.0%} ({base['rmsle']:.3f} -> {tuned['rmsle']:.3f})")
+    diff = paired_folders(out / "median", out / "finetuned")   # the same items: how sure each difference is
+    r, h = diff["rmsle"], diff["hit_rate"]
+    print(f"against the median baseline on the same {diff['n']} items (95% paired intervals of the difference):\n"
+          f"  RMSLE {tuned['rmsle']:.2f} vs {median['rmsle']:.2f}: {verdict(r, lower_is_better=True)} "
+          f"({r[1]:+.2f} to {r[2]:+.2f})\n"
+          f"  hit rate {tuned['hit_rate']:.1%} vs {median['hit_rate']:.1%}: {verdict(h, lower_is_better=False)} "
+          f"({100 * h[1]:+.1f} to {100 * h[2]:+.1f} points)")
+    print(f"adapter: {out / 'run' / 'adapter'} (model card: README.md)\ncurves: {out / 'run' / 'curves.png'}\n"
+          "reports and charts: " + ", ".join(str(d / "chart.png") for d in reports))
 
 
 def main() -> None:
@@ -75,15 +93,7 @@ def main() -> None:
         print(f"\nfor scale, the shipped adapter ({SHIPPED.relative_to(ROOT)}, 3 epochs with LoRA+ on a GPU, "
               "expected-price predictor) on the whole test split, from its committed report:")
         subprocess.run([sys.executable, "evaluate.py", "--compare", str(shipped)], cwd=ROOT, check=True)
-    base, median, tuned = (json.loads((out / d / "report.json").read_text()) for d in ("base", "median", "finetuned"))
-    gain = 1 - tuned["rmsle"] / base["rmsle"]
-    print(f"\nfine-tuning lowered RMSLE by {gain:.0%} ({base['rmsle']:.3f} -> {tuned['rmsle']:.3f})")
-    beats = tuned["rmsle"] < median["rmsle"] and tuned["hit_rate"] > median["hit_rate"]
-    print(f"against the median baseline: RMSLE {tuned['rmsle']:.2f} vs {median['rmsle']:.2f}, hit rate "
-          f"{tuned['hit_rate']:.1%} vs {median['hit_rate']:.1%}: " + ("better on both" if beats else
-                                                                    "not better on both"))
-    print(f"adapter: {out / 'run' / 'adapter'} (model card: README.md)\ncurves: {out / 'run' / 'curves.png'}\n"
-          "reports and charts: " + ", ".join(str(d / "chart.png") for d in reports))
+    print_summary(out, reports)
     step("pricing one listing", ["predict.py", "--adapter", str(out / "run" / "adapter"), *EXPECTED, "--text", LISTING])
     print(f"demo took {(time.monotonic() - started) / 60:.1f} minutes")
 

@@ -76,6 +76,23 @@ def paired_differences(truths: Sequence[float], guesses_a: Sequence[float | None
     return out
 
 
+def paired_folders(first: str | os.PathLike, second: str | os.PathLike, failures_as_zero: bool = False) -> dict:
+    """paired_differences of two report folders' predictions.csv (second minus first); ReportError when either
+    cannot be read, ValueError when they share no items."""
+    return paired_differences(*match(read_predictions(first), read_predictions(second)),
+                              failures_as_zero=failures_as_zero)
+
+
+def verdict(difference: tuple[float, float, float], lower_is_better: bool) -> str:
+    """"better", "worse" or "not told apart": where the interval of (difference, low, high) lies against 0."""
+    _, low, high = difference
+    if (high < 0) if lower_is_better else (low > 0):
+        return "better"
+    if (low > 0) if lower_is_better else (high < 0):
+        return "worse"
+    return "not told apart"
+
+
 def format_paired(base: str, comparisons: Sequence[tuple[str, dict | str]]) -> str:
     """Lines for --compare: each report's difference from `base` (a dict from paired_differences), or the
     reason (a str) it has none."""

@@ -8,7 +8,7 @@ import pytest
 
 import evaluate as ev
 from predictors.metrics import compute_metrics, item_scores
-from predictors.paired import compare_folders, match, paired_differences
+from predictors.paired import compare_folders, match, paired_differences, paired_folders, verdict
 from predictors.report import load_reports, write_report
 
 
@@ -121,3 +121,17 @@ def test_reports_scored_differently_are_not_paired(tmp_path):
     folders = [tmp_path / "A", tmp_path / "Z"]
     text = compare_folders(folders, load_reports(folders))
     assert text.splitlines()[1] == "  Z: not paired: it scores failures otherwise (--score-failures-as-zero)"
+
+
+def test_paired_folders_and_the_verdict_on_each_metric(tmp_path):
+    truths = _reports(tmp_path)
+    d = paired_folders(tmp_path / "A", tmp_path / "B")
+    # B, matched back to A's order, guesses 10, 20, 30, 100 for truths 10, 20, 30, 200: only the last is off
+    assert d == paired_differences(truths, truths, [10.0, 20.0, 30.0, 100.0])
+    assert verdict((-0.2, -0.3, -0.1), lower_is_better=True) == "better"
+    assert verdict((-0.2, -0.3, -0.1), lower_is_better=False) == "worse"
+    assert verdict((0.02, -0.01, 0.05), lower_is_better=False) == "not told apart"
+    assert verdict((0.0, 0.0, 0.0), lower_is_better=True) == "not told apart"
+    assert verdict((0.03, 0.01, 0.05), lower_is_better=True) == "worse"
+    with pytest.raises(ValueError, match="no items in common"):
+        paired_folders(tmp_path / "A", tmp_path / "other")
