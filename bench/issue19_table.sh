@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 19's results table from the committed reports (bench/results-issue19-2026-12-02: the H200 runs of
 # bench/issue19_gpu.sh and bench/shift_quality.sh, and bench.ridge on this CPU) and the shipped adapters'.
-#   bash bench/issue19_table.sh [--long]
+#   bash bench/issue19_table.sh [--long | --buckets]
 #   bash bench/issue19_table.sh --recipes [--long]   # the recipe changes tried (issue19_gpu.sh recipes, bf16, keep-best)
-#   bash bench/issue19_table.sh --paired   # each shipped adapter against ridge, item by item (evaluate.py --compare)
+#   bash bench/issue19_table.sh --paired   # item by item (evaluate.py --compare): each shipped adapter against ridge,
+#                                          # the best-epoch runs against the shipped recipes, the estimates on musical
 D=bench/results-issue19-2026-12-02
 S=adapters/smollm2-135m-pricer
 G=adapters/gemma3-270m-pricer
@@ -19,6 +20,20 @@ if [ "${1:-}" = --paired ]; then
     echo "== $s"
     python evaluate.py --compare $D/ridge-$s $smol $gemma | sed -n '/^paired/,$p' || exit 1
   done
+  # the best epoch kept (issue19_gpu.sh keep-best) against each model's shipped recipe
+  for s in val $splits; do
+    case $s in
+      val|pool|balanced) smol=$S/eval-$s; gemma=$G/eval-$s ;;
+      *) smol=$D/smol-pricer-$s; gemma=$D/gemma-lr2e-4-$s ;;
+    esac
+    echo "== $s, best epoch kept against the shipped recipe"
+    python evaluate.py --compare $smol $D/smol-e6best-$s | sed -n '/^paired/,$p' || exit 1
+    python evaluate.py --compare $gemma $D/gemma-e4best-$s | sed -n '/^paired/,$p' || exit 1
+  done
+  # each point estimate on held-out musical-appliances, against the mean, and ridge against the mean
+  echo "== held-out musical-appliances, each estimate against the mean"
+  python evaluate.py --compare $D/smol-estimate-{mean,log-mean,median,hit}-loso-musical-appliances \
+    $D/ridge-loso-musical-appliances | sed -n '/^paired/,$p' || exit 1
   exit 0
 fi
 if [ "${1:-}" = --recipes ]; then
