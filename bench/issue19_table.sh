@@ -12,20 +12,19 @@ splits="pool balanced loso-mixed loso-musical-appliances"
 rows=()
 if [ "${1:-}" = --paired ]; then
   set -o pipefail
+  shipped() {   # smol and gemma: the shipped recipes' report folders of split $1
+    case $1 in
+      val|pool|balanced) smol=$S/eval-$1; gemma=$G/eval-$1 ;;
+      *) smol=$D/smol-pricer-$1; gemma=$D/gemma-lr2e-4-$1 ;;
+    esac; }
   for s in $splits; do
-    case $s in
-      pool|balanced) smol=$S/eval-$s; gemma=$G/eval-$s ;;
-      *) smol=$D/smol-pricer-$s; gemma=$D/gemma-lr2e-4-$s ;;
-    esac
+    shipped $s
     echo "== $s"
     python evaluate.py --compare $D/ridge-$s $smol $gemma | sed -n '/^paired/,$p' || exit 1
   done
   # the best epoch kept (issue19_gpu.sh keep-best) against each model's shipped recipe
   for s in val $splits; do
-    case $s in
-      val|pool|balanced) smol=$S/eval-$s; gemma=$G/eval-$s ;;
-      *) smol=$D/smol-pricer-$s; gemma=$D/gemma-lr2e-4-$s ;;
-    esac
+    shipped $s
     echo "== $s, best epoch kept against the shipped recipe"
     python evaluate.py --compare $smol $D/smol-e6best-$s | sed -n '/^paired/,$p' || exit 1
     python evaluate.py --compare $gemma $D/gemma-e4best-$s | sed -n '/^paired/,$p' || exit 1

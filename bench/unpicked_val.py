@@ -7,23 +7,24 @@ splits each validation predictions.csv into the items the pick saw and the ones 
     python -m bench.unpicked_val --picked 300 A/eval-val B/eval-val [--data data/amazon-prices]
                                  [--holdout-source S]    # a run trained with data.holdout_source S
 
-Items are matched to the split by title and price; the split is drawn as train.py draws it with the default
-data.val_fraction and data.test_fraction. Compare adapters on the "not picked on" rows.
+Items are matched to the split by title and price; the split is train.py's (training.batches.load_splits) with
+the default data.val_fraction and data.test_fraction. Compare adapters on the "not picked on" rows.
 """
 from __future__ import annotations
 
 import argparse
 
-from data import DataError, load_items, split_items
-from data.holdout import leave_source_out
+from data import DataError
 from predictors.metrics import compute_metrics
 from predictors.report import ReportError, read_predictions
+from training.batches import load_splits
+from training.config import DataConfig
 
 
 def picked_keys(data: str, picked: int, seed: int = 42, holdout_source: str | None = None) -> set[tuple[str, float]]:
-    """(title, price) of the first `picked` validation items, as train.py's price evaluation takes them."""
-    items = load_items(data, verbose=False)
-    splits = leave_source_out(items, holdout_source, seed=seed) if holdout_source else split_items(items, seed=seed)
+    """(title, price) of the first `picked` validation items, as train.py's price evaluation takes them (its
+    own load_splits, with the default data.val_fraction and data.test_fraction)."""
+    splits, _ = load_splits(DataConfig(source=data, seed=seed, holdout_source=holdout_source), verbose=False)
     return {(it.title, round(it.price, 2)) for it in splits.val[:picked]}
 
 
