@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict:
     with folder.keeping():
         predict_in_batches(predictor, prompts[folder.done:], folder.add, batch_size=args.batch_size,
                            done=folder.done, total=len(items), model=model, tokenizer=tokenizer,
-                           train_prices=train_prices)
+                           train_prices=train_prices, answer_width=args.answer_width)
     report = folder.finish(name)
     if args.adapter and append_to_model_card(args.adapter, report):
         print(f"added these test metrics to {args.adapter}/README.md")

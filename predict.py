@@ -21,8 +21,8 @@ import time
 from typing import Sequence
 
 from data import DataError
-from predictors import OptionError, add_predictor_options, load_model, predictor_from_args, resolve_base, \
-    with_run_defaults
+from predictors import OptionError, add_answer_width_option, add_predictor_options, load_model, predictor_from_args, \
+    resolve_base, with_run_defaults
 from predictors.pricing import check_output, describe, write_priced
 
 
@@ -39,6 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quant-type", choices=("nf4", "fp4"), help="default: the run's, else nf4")
     p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"), help="default: the run's")
     p.add_argument("--max-text-tokens", type=int, help="default: the run's, else 160")
+    add_answer_width_option(p)
     p.add_argument("--batch-size", type=int, default=16)
     add_predictor_options(p, default="expected")
     args = p.parse_args(argv)
@@ -81,7 +82,8 @@ def price(args: argparse.Namespace) -> int:
     prompts = [test_prompt(listing, tokenizer, args.max_text_tokens) for listing in listings]
     started = time.perf_counter()
     with progress_over(len(prompts), predictor.name):
-        predictions = predictor.predict(prompts, model=model, tokenizer=tokenizer, batch_size=args.batch_size)
+        predictions = predictor.predict(prompts, model=model, tokenizer=tokenizer, batch_size=args.batch_size,
+                                        answer_width=args.answer_width)
     record = predictor.record()
     quantiles, margin = record.get("interval_quantiles"), record.get("interval_margin") or 0.0
     if len(listings) == 1 and not args.out:

@@ -108,8 +108,8 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
     collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length,
                                  pad_to_multiple_of=cfg.data.max_length if t.cuda_graphs else
                                  cfg.data.pad_to_multiple_of)
-    batches = StepBatches(examples_of(train_items, tokenizer, cfg.data.max_text_tokens), collate, t, rank, world)
-    val_examples = examples_of(splits.val, tokenizer, cfg.data.max_text_tokens) if t.eval_every else []
+    batches = StepBatches(examples_of(train_items, tokenizer, cfg.data), collate, t, rank, world)
+    val_examples = examples_of(splits.val, tokenizer, cfg.data) if t.eval_every else []
     total_steps = batches.total_steps()
 
     # --- LoRA, then speed: compiled layers; then wrapping: how processes share a step, CUDA graphs.

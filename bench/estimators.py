@@ -109,13 +109,15 @@ def load_distributions(path: str | Path) -> dict:
 
 # What must match for saved distributions to stand for this command line.
 REUSE_KEYS = ("base", "adapter", "data", "split", "holdout_source", "seed", "val_fraction", "test_fraction", "limit",
-              "bits", "max_text_tokens", "search_digits")
+              "bits", "max_text_tokens", "search_digits", "answer_width")
+OMITTED_AT = {"answer_width": 0}   # what a report.json that leaves the key out means (predictors.run_settings)
 
 
 def check_reused(record: dict, sargs: argparse.Namespace, path: Path) -> None:
     """Refuse saved distributions made with other options than this command line's (ValueError)."""
     wanted = {**vars(sargs), "base": resolve_base(sargs.adapter, sargs.base)}
-    differ = [f"{k} {record.get(k)!r} (now {wanted[k]!r})" for k in REUSE_KEYS if record.get(k) != wanted[k]]
+    saved = {k: record.get(k, OMITTED_AT.get(k)) for k in REUSE_KEYS}
+    differ = [f"{k} {saved[k]!r} (now {wanted[k]!r})" for k in REUSE_KEYS if saved[k] != wanted[k]]
     if differ:
         raise ValueError(f"{path} was made with other options: {', '.join(differ)}; rerun without --reuse")
 
@@ -129,7 +131,8 @@ def measure(model: Any, tokenizer: Any, args: argparse.Namespace, base: str, spl
     start = time.perf_counter()
     # The whole split at once: the predictor groups prompts by length into the batches evaluate.py
     # forms too (predictors.in_length_order), so these reports are the ones evaluate.py writes.
-    dists = price_distributions(model, tokenizer, prompts, args.batch_size, max_digits=args.search_digits, top_m=width)
+    dists = price_distributions(model, tokenizer, prompts, args.batch_size, max_digits=args.search_digits, top_m=width,
+                                answer_width=args.answer_width)
     seconds = time.perf_counter() - start
     dists = [dict(sorted(d.items())) for d in dists]   # as load_distributions reads them: same sums, same bits
     record = provenance(split_args(args, split), model_name(args.adapter, base), base, model, len(items),

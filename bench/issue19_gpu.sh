@@ -14,6 +14,10 @@
 #               shipped lr), each on the pool split (validation, pool and balanced tests) and with each source
 #               held out; KEEP_BEST_MODELS=smol (or gemma) starts one model's runs only;
 #               ADAPTERS="smol-e6best/adapter-best gemma-e4best/adapter-best" for collect
+#   format      the last recipe levers, each with its tests and with each source held out: the answer zero-padded
+#               to 4 digits (--data.answer_width 4, magnitude first) for both models; SmolLM2 at rank 64 with a
+#               lower learning rate (2e-4: at 5e-4 it diverged), tests only; FORMAT_MODELS=smol (or gemma) starts
+#               one model's runs only
 #   bf16        both models' shipped recipes on a 16-bit base (--model.bits 16, LoRA instead of QLoRA): pool
 #               split (validation, pool and balanced tests) and each source held out. On 2026-12-02 it ran
 #               beside recipes (whose bf16 run was SmolLM2's pool-split one here), and recipes' e6best held-out
@@ -42,6 +46,8 @@ KEEP_BEST="--train.eval_every 343 --train.keep_best val_rmsle --train.price_eval
 SMOL_RECIPES=("r64:--lora.r 64 --lora.alpha 128" "bf16:--model.bits 16" "p10:--data.resample_power 1.0"
               "e6best:--train.epochs 6 $KEEP_BEST")
 KEEP_BEST_RUNS=("smol-e6best:$S:--train.epochs 6 $KEEP_BEST" "gemma-e4best:$G:--train.epochs 4 $KEEP_BEST")
+FORMAT_RUNS=("smol-w4:$S:--data.answer_width 4" "gemma-w4:$G:--data.answer_width 4")
+R64="--lora.r 64 --lora.alpha 128 --train.lr 2e-4"   # held out only if validation picks it
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 
 train() { local c=$1 name=$2; shift 2
@@ -67,6 +73,20 @@ pick_best() { local prefix=$1 c=$2; shift 2; local names=() v pick args
   for s in mixed musical-appliances; do
     { train $c $prefix-$pick-loso-$s $args --data.holdout_source $s &&
       ev $prefix-$pick-loso-$s --adapter "$(best $prefix-$pick-loso-$s)" --holdout-source $s; } &
+  done
+  wait; }
+# everywhere "MODELS" NAME:CONFIG:OVERRIDES...: each run of those models (smol, gemma) on the pool split with its
+# tests, and retrained with each source held out, all at once
+everywhere() { local models=$1 v name rest c args; shift
+  for v in "$@"; do
+    name=${v%%:*}; rest=${v#*:}; c=${rest%%:*}; args=${rest#*:}
+    case " $models " in *" ${name%%-*} "*) ;; *) continue ;; esac
+    [ "${name%%-*}" = gemma ] && { python -c "from quant import resolve_model; print(resolve_model('gemma3-270m'))" || exit 1; }
+    { train $c $name $args && tests $name "$(best $name)"; } &
+    for s in mixed musical-appliances; do
+      { train $c $name-loso-$s $args --data.holdout_source $s &&
+        ev $name-loso-$s --adapter "$(best $name-loso-$s)" --holdout-source $s; } &
+    done
   done
   wait; }
 detach() { local out="$R/$1${KEEP_BEST_MODELS:+-${KEEP_BEST_MODELS// /-}}.out"
@@ -134,17 +154,12 @@ gemma-ref-jobs)
   wait; echo "gemma-ref done" ;;
 keep-best) python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1; detach keep-best ;;
 keep-best-jobs)   # 343 steps: one epoch of the pool split (the held-out runs' epochs are 324-338 steps)
-  for v in "${KEEP_BEST_RUNS[@]}"; do
-    name=${v%%:*}; rest=${v#*:}; c=${rest%%:*}; args=${rest#*:}
-    case " ${KEEP_BEST_MODELS:-smol gemma} " in *" ${name%%-*} "*) ;; *) continue ;; esac
-    [ "${name%%-*}" = gemma ] && { python -c "from quant import resolve_model; print(resolve_model('gemma3-270m'))" || exit 1; }
-    { train $c $name $args && tests $name "$(best $name)"; } &
-    for s in mixed musical-appliances; do
-      { train $c $name-loso-$s $args --data.holdout_source $s &&
-        ev $name-loso-$s --adapter "$(best $name-loso-$s)" --holdout-source $s; } &
-    done
-  done
-  wait; echo "keep-best ${KEEP_BEST_MODELS:-smol gemma} done" ;;
+  everywhere "${KEEP_BEST_MODELS:-smol gemma}" "${KEEP_BEST_RUNS[@]}"; echo "keep-best ${KEEP_BEST_MODELS:-smol gemma} done" ;;
+format) python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1
+  KEEP_BEST_MODELS=${FORMAT_MODELS:-} detach format ;;
+format-jobs)
+  case " ${FORMAT_MODELS:-smol gemma} " in *" smol "*) { train $S smol-r64lr2 $R64 && tests smol-r64lr2 "$R/smol-r64lr2/adapter"; } & ;; esac
+  everywhere "${FORMAT_MODELS:-smol gemma}" "${FORMAT_RUNS[@]}"; wait; echo "format ${FORMAT_MODELS:-smol gemma} done" ;;
 bf16) detach bf16 ;;
 bf16-jobs)
   for m in "smol:$S" "gemma:$G"; do

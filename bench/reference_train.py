@@ -44,7 +44,7 @@ def main() -> None:
     _, items = load_splits(cfg.data)
     collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length,
                                  pad_to_multiple_of=cfg.data.pad_to_multiple_of)
-    batches = StepBatches(examples_of(items, tokenizer, cfg.data.max_text_tokens), collate, t, rank=0, world=1)
+    batches = StepBatches(examples_of(items, tokenizer, cfg.data), collate, t, rank=0, world=1)
     total = batches.total_steps()
 
     import bitsandbytes as bnb

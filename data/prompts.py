@@ -7,6 +7,11 @@ The training text is exactly test_prompt + completion, so the model is trained o
 string it is asked at test time. Rounding is Python's `round`, as in the course: halves go
 to the even dollar (66.5 -> "66.00", 27.5 -> "28.00", 0.5 -> "0.00"); the bundled course
 prompts were written that way, so pricer's training targets agree with them.
+
+An answer width N > 0 (data.answer_width) pads the dollars with zeros to N digits, "0123.00" for
+N = 4: the model then writes the thousands digit first and states the magnitude before the rest,
+where "123.00" decides it only when it writes "." after three digits. Prices of more than N
+digits are written whole. The predictors read the padded answer as the same price.
 """
 from __future__ import annotations
 
@@ -42,19 +47,23 @@ def test_prompt(item: Item, tokenizer: Any = None, max_text_tokens: int | None =
     return train_prompt(item, tokenizer, max_text_tokens, question=question, prefix=prefix)
 
 
-def completion(item: Item) -> str:
-    """The answer the model learns: the price rounded (Python round) to whole dollars, "123.00"."""
-    return f"{round(item.price)}.00"
+def completion(item: Item, width: int = 0) -> str:
+    """The answer the model learns: the price rounded (Python round) to whole dollars, "123.00";
+    with `width` > 0 the dollars zero-padded to that many digits ("0123.00" for 4)."""
+    if width < 0:
+        raise ValueError(f"answer width must be 0 (unpadded) or more, not {width}")
+    return f"{round(item.price):0{width}d}.00" if width else f"{round(item.price)}.00"
 
 
 def full_train_text(item: Item, tokenizer: Any = None, max_text_tokens: int | None = MAX_TEXT_TOKENS, *,
-                    question: str = QUESTION, prefix: str = PREFIX) -> str:
+                    question: str = QUESTION, prefix: str = PREFIX, answer_width: int = 0) -> str:
     """Prompt followed by the completion, the course's training text."""
-    return train_prompt(item, tokenizer, max_text_tokens, question=question, prefix=prefix) + completion(item)
+    return (train_prompt(item, tokenizer, max_text_tokens, question=question, prefix=prefix)
+            + completion(item, answer_width))
 
 
 def to_example(item: Item, tokenizer: Any = None, max_text_tokens: int | None = MAX_TEXT_TOKENS, *,
-               question: str = QUESTION, prefix: str = PREFIX) -> dict[str, str]:
+               question: str = QUESTION, prefix: str = PREFIX, answer_width: int = 0) -> dict[str, str]:
     """{"prompt", "completion"}: the input CompletionCollator takes."""
     return {"prompt": train_prompt(item, tokenizer, max_text_tokens, question=question, prefix=prefix),
-            "completion": completion(item)}
+            "completion": completion(item, answer_width)}

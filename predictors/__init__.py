@@ -18,8 +18,8 @@ from predictors.expected import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, Expecte
 from predictors.baselines import MeanBaseline, MedianBaseline, constant_prediction
 
 from predictors.chart import chart_title, plot_chart
-from predictors.cli import (RUN_DEFAULTS, add_model_options, add_predictor_options, predictor_from_args,
-                            with_run_defaults)
+from predictors.cli import (RUN_DEFAULTS, add_answer_width_option, add_model_options, add_predictor_options,
+                            predictor_from_args, with_run_defaults)
 from predictors.metrics import BUCKETS, colour_for, colours_for, compute_metrics
 from predictors.report import (ReportError, append_to_model_card, format_compare, format_summary, load_reports,
                                write_report)
@@ -29,7 +29,7 @@ from predictors.run import (device_name, in_length_order, load_model, model_name
                             provenance, resolve_base, run_settings)
 
 __all__ = [
-    "add_model_options", "add_predictor_options", "append_to_model_card", "BUCKETS", "chart_title", "check_out_dir",
+    "add_answer_width_option", "add_model_options", "add_predictor_options", "append_to_model_card", "BUCKETS", "chart_title", "check_out_dir",
     "colour_for", "colours_for", "compare_folders", "compute_metrics", "constant_prediction", "device_name",
     "ESTIMATES", "ExpectedPredictor", "extract_price", "format_compare", "format_summary", "get_predictor",
     "greedy_tokens", "GreedyPredictor", "in_length_order", "load_model", "load_reports", "MeanBaseline",

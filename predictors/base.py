@@ -52,8 +52,13 @@ class Predictor:
         return cls()
 
     def predict(self, prompts: Sequence[str], *, model: Any = None, tokenizer: Any = None, batch_size: int = 16,
-                train_prices: Sequence[float] = ()) -> list[Prediction]:
-        """One Prediction per prompt, in order."""
+                train_prices: Sequence[float] = (), answer_width: int = 0) -> list[Prediction]:
+        """One Prediction per prompt, in order.
+
+        The keywords describe the model: the model and its tokenizer, the training split's prices
+        (for baselines) and answer_width, the digits the model pads its answers to (data.answer_width,
+        0: unpadded), which a predictor that enumerates digit strings must know.
+        """
         raise NotImplementedError
 
     def record(self) -> dict:

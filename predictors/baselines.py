@@ -21,7 +21,7 @@ class _Constant(Predictor):
     needs_model = False
 
     def predict(self, prompts: Sequence[str], *, model: Any = None, tokenizer: Any = None, batch_size: int = 16,
-                train_prices: Sequence[float] = ()) -> list[Prediction]:
+                train_prices: Sequence[float] = (), answer_width: int = 0) -> list[Prediction]:
         """`constant_prediction` of train_prices, once per prompt; the model is not used."""
         return [Prediction(constant_prediction(train_prices, self.name))] * len(prompts)
 

@@ -25,8 +25,15 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"),
                    help="default: the run's, else bfloat16")
     p.add_argument("--max-text-tokens", type=int, help="default: the run's, else 160")
+    add_answer_width_option(p)
     p.add_argument("--holdout-source", help="leave-one-source-out: the test split is this source file's items "
                                             "(e.g. mixed), the others train (default: the run's, else none)")
+
+
+def add_answer_width_option(p: argparse.ArgumentParser) -> None:
+    """--answer-width: the digits the model pads its answers to, as it was trained (data.answer_width)."""
+    p.add_argument("--answer-width", type=int, help="digits the adapter's answers are zero-padded to "
+                                                    "(data.answer_width); default: the run's, else 0 (unpadded)")
 
 
 DEFAULT_PREDICTOR = "greedy"
@@ -61,7 +68,7 @@ RUN_DEFAULTS = {"seed": ("data", "seed", 42), "val_fraction": ("data", "val_frac
                 "test_fraction": ("data", "test_fraction", 0.1), "max_text_tokens": ("data", "max_text_tokens", 160),
                 "bits": ("model", "bits", 4), "quant_type": ("model", "quant_type", "nf4"),
                 "compute_dtype": ("model", "compute_dtype", "bfloat16"),
-                "holdout_source": ("data", "holdout_source", None)}
+                "holdout_source": ("data", "holdout_source", None), "answer_width": ("data", "answer_width", 0)}
 
 
 def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:

@@ -72,7 +72,7 @@ def _probe_numbers(tokenizer: Any) -> tuple[str, dict[int, int]]:
 def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
                         top_k: int = 20, max_digits: int = SEARCH_DIGITS, top_m: int = SEARCH_WIDTH,
                         min_prob: float = 1e-4, accounting: str = "none",
-                        searched: list[float] | None = None) -> list[dict[int, float]]:
+                        searched: list[float] | None = None, answer_width: int = 0) -> list[dict[int, float]]:
     """Per prompt, {price: probability} for the prices the model may write after "Price is $".
 
     "triples" tokenizers: the top_k number tokens of the next-token distribution (the course's
@@ -81,9 +81,12 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
     token that is not a digit (".", eos, ...). Level by level, each prompt keeps its top_m
     prefixes whose probability is at least min_prob; every kept prefix costs one batched
     one-token forward pass on the KV cache, whose rows are copied from the parent prefix.
-    A leading "0" is only the price 0. The bound: prices 0 to 10**max_digits - 1, at most
-    top_m * max_digits prefixes per prompt; mass outside the search is left out, so the
-    probabilities sum to the mass the search covered (<= 1), and `point_estimate` renormalises.
+    A leading "0" is only the price 0, unless the model was trained on answers zero-padded to
+    answer_width digits (data.answer_width): then "0123" is 123, the search runs at least
+    answer_width digits deep, and every price competes for the same top_m places at each level.
+    The bound: prices 0 to 10**max_digits - 1, at most top_m * max_digits prefixes per prompt;
+    mass outside the search is left out, so the probabilities sum to the mass the search covered
+    (<= 1), and `point_estimate` renormalises.
 
     What the search prunes is not spread evenly over prices: a level of d digits keeps top_m of up
     to 10 * top_m prefixes, so more of the mass of long (dear) numbers is cut than of short ones,
@@ -96,6 +99,10 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
     from utils.compat import cache_keyword
 
     kind, values = number_tokens(tokenizer)
+    if answer_width and kind != "digits":
+        raise ValueError(f"answers padded to {answer_width} digits need a tokenizer that writes one token per digit; "
+                         f"this one writes numbers as {kind}: train with data.answer_width 0")
+    max_digits = max(max_digits, answer_width)
     dists: list[dict[int, float]] = [{} for _ in prompts]
     raw = [0.0] * len(prompts)
     with inference(model), progress(len(prompts), f"expected ({kind})") as bar:
@@ -110,12 +117,13 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
             if kind == "triples":
                 found = _top_numbers(probs, values, top_k)
             else:
-                found, pruned = _digit_search(model, cache, mask, probs, values, max_digits, top_m, min_prob)
+                found, pruned = _digit_search(model, cache, mask, probs, values, max_digits, top_m, min_prob,
+                                              padded=answer_width > 0)
             for row, i in enumerate(idx):
                 dists[i] = found[row]
                 raw[i] = sum(found[row].values())
                 if pruned is not None and accounting == "by-length":
-                    dists[i] = account_pruned(found[row], pruned[row])
+                    dists[i] = account_pruned(found[row], pruned[row], answer_width)
             bar.update(len(idx))
     if searched is not None:
         searched[:] = raw
@@ -133,8 +141,9 @@ def _top_numbers(probs: Any, number_values: dict[int, int], top_k: int) -> list[
 
 
 def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: dict[int, int], max_digits: int,
-                  top_m: int, min_prob: float) -> tuple[list[dict[int, float]], list[dict[int, float]]]:
+                  top_m: int, min_prob: float, padded: bool = False) -> tuple[list[dict[int, float]], list[dict[int, float]]]:
     """The breadth-first digit search of `price_distributions` for one batch; `cache` is updated in place.
+    `padded`: leading zeros continue ("0123" is 123); otherwise a leading "0" is only the price 0.
 
     Returns, per prompt, the distribution found and {length: mass of the prefixes of that many
     digits the search pruned}.
@@ -153,10 +162,10 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
         digit_probs = probs[:, digit_ids].double().cpu()
         children: list[list[tuple[float, int, str]]] = [[] for _ in range(batch)]
         for r, (b, prefix, p) in enumerate(nodes):
-            if prefix:
-                value = int(prefix)
-                found[b][value] = found[b].get(value, 0.0) + p * max(0.0, 1.0 - float(digit_probs[r].sum()))
-            if depth == max_digits or prefix == "0":
+            stop = p * max(0.0, 1.0 - float(digit_probs[r].sum()))
+            if prefix and stop > 0:
+                found[b][int(prefix)] = found[b].get(int(prefix), 0.0) + stop
+            if depth == max_digits or (prefix == "0" and not padded):
                 continue
             for d in range(10):
                 q = p * float(digit_probs[r, d])
@@ -183,16 +192,17 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
     return found, pruned
 
 
-def account_pruned(found: dict[int, float], pruned: dict[int, float]) -> dict[int, float]:
+def account_pruned(found: dict[int, float], pruned: dict[int, float], width: int = 0) -> dict[int, float]:
     """`found` with the mass pruned at each length L given to the found prices of L digits or more.
 
     Each pruned prefix of L digits stood for prices of at least L digits; their values are
     unknown, so its mass goes to the found prices of that many digits or more, in proportion to
     their found probabilities. Mass with no such price to go to stays out (the total stays <= 1).
+    A price's length is as the model writes it: zero-padded to `width` digits (data.answer_width).
     """
     out = dict(found)
     for length, mass in sorted(pruned.items()):
-        longer = {v: p for v, p in found.items() if len(str(v)) >= length}
+        longer = {v: p for v, p in found.items() if len(str(v).zfill(width)) >= length}
         total = sum(longer.values())
         if total > 0:
             for v, p in longer.items():
@@ -367,12 +377,13 @@ class ExpectedPredictor(Predictor):
                    getattr(args, "search_accounting", None) or "none", margin or 0.0)
 
     def predict(self, prompts: Sequence[str], *, model: Any = None, tokenizer: Any = None, batch_size: int = 16,
-                train_prices: Sequence[float] = ()) -> list[Prediction]:
+                train_prices: Sequence[float] = (), answer_width: int = 0) -> list[Prediction]:
         """Each prompt's point estimate, the INTERVAL quantiles around it and the probability mass searched."""
         self.check_model(model, tokenizer)
         searched: list[float] = []
         self.distributions = price_distributions(model, tokenizer, prompts, batch_size, max_digits=self.search_digits,
-                                                 top_m=self.search_width, accounting=self.accounting, searched=searched)
+                                                 top_m=self.search_width, accounting=self.accounting, searched=searched,
+                                                 answer_width=answer_width)
         self.searched = searched
         intervals = [self.stated_interval(d) for d in self.distributions]
         return [Prediction(point_estimate(d, self.estimate), mass=m, low=low, high=high)

@@ -106,7 +106,7 @@ class GreedyPredictor(Predictor):
         return cls(args.max_new_tokens)
 
     def predict(self, prompts: Sequence[str], *, model: Any = None, tokenizer: Any = None, batch_size: int = 16,
-                train_prices: Sequence[float] = ()) -> list[Prediction]:
-        """The price in each prompt's greedy reply (None where the reply has no number)."""
+                train_prices: Sequence[float] = (), answer_width: int = 0) -> list[Prediction]:
+        """The price in each prompt's greedy reply (None where the reply has no number; "0123.00" is 123)."""
         self.check_model(model, tokenizer)
         return [Prediction(g) for g in predict_greedy(model, tokenizer, prompts, batch_size, self.max_new_tokens)]

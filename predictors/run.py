@@ -111,7 +111,8 @@ def run_settings(args: argparse.Namespace, name: str, base: str | None, uses_mod
         "quant_type": args.quant_type if uses_model and args.bits == 4 else None,
         "compute_dtype": args.compute_dtype if uses_model else None,
         "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "batch_size": args.batch_size,
-        "max_text_tokens": args.max_text_tokens, "holdout_source": getattr(args, "holdout_source", None), **record,
+        "max_text_tokens": args.max_text_tokens, "holdout_source": getattr(args, "holdout_source", None),
+        **({"answer_width": width} if uses_model and (width := getattr(args, "answer_width", 0)) else {}), **record,
     }
 
 

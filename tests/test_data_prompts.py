@@ -31,6 +31,22 @@ def test_completion_uses_python_round(price, answer):
     assert completion(Item("t", "t", price)) == answer
 
 
+@pytest.mark.parametrize("price, width, answer", [
+    (12.5, 4, "0012.00"), (0.4, 4, "0000.00"), (999.5, 4, "1000.00"), (1234.4, 4, "1234.00"),
+    (12345.0, 4, "12345.00"),   # longer than the width: written whole
+    (7.0, 1, "7.00"), (12.5, 0, "12.00"),
+])
+def test_padded_answers_put_the_magnitude_first(price, width, answer):
+    assert completion(Item("t", "t", price), width) == answer
+
+
+def test_padded_answer_in_the_training_example():
+    assert to_example(ITEM, answer_width=4)["completion"] == "0012.00"
+    assert full_train_text(ITEM, answer_width=3).endswith("\n\nPrice is $012.00")
+    with pytest.raises(ValueError, match="answer width must be 0"):
+        completion(ITEM, -1)
+
+
 def test_text_cut_to_max_tokens_at_token_boundary(tiny_tokenizer):
     item = Item("Kids toy", "Kids toy building blocks set, 500 pieces, compatible with major brands.", 9.0)
     ids = tiny_tokenizer.encode(item.text, add_special_tokens=False)

@@ -93,6 +93,7 @@ def test_end_to_end_adapter_matches_peft(which, request, tiny_llama_dir, items_f
     assert report["base"] == str(tiny_llama_dir) and report["adapter"] == str(adapter)   # base read from the adapter
     assert (report["predictor"], report["split"], report["limit"], report["seed"]) == ("expected", "all", 6, 42)
     assert 0 < report["search_mass"] <= 1
+    assert "answer_width" not in report   # unpadded answers: report.json as before data.answer_width
     assert (out / "chart.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "all" in stdout and "failures 0 of 6" in stdout
 
@@ -196,15 +197,17 @@ def test_options_default_to_what_the_run_trained_with(tmp_path):
     (run / "adapter").mkdir(parents=True)
     (run / "config.yaml").write_text("model:\n  bits: 4\n  quant_type: fp4\n  compute_dtype: float32\n"
                                      "data:\n  seed: 7\n  val_fraction: 0.0\n  test_fraction: 0.3\n"
-                                     "  max_text_tokens: 64\n")
+                                     "  max_text_tokens: 64\n  answer_width: 4\n")
     common = ["--adapter", str(run / "adapter"), "--data", "d", "--out", "o"]
     args = ev.parse_args(common)
     assert (args.seed, args.val_fraction, args.test_fraction, args.max_text_tokens) == (7, 0.0, 0.3, 64)
+    assert args.answer_width == 4
     assert (args.bits, args.quant_type, args.compute_dtype) == (4, "fp4", "float32")
     args = ev.parse_args(common + ["--seed", "1", "--quant-type", "nf4"])
     assert (args.seed, args.quant_type) == (1, "nf4")
     plain = ev.parse_args(["--base", "b", "--data", "d", "--out", "o"])
     assert (plain.seed, plain.test_fraction, plain.bits, plain.compute_dtype) == (42, 0.1, 4, "bfloat16")
+    assert plain.answer_width == 0
 
 
 
@@ -508,12 +511,13 @@ def test_report_provenance_model_card_and_run_name(tiny_llama_dir, items_file, t
     inject_lora(model, LoRAConfig(r=2))
     save_adapter(model, run / "adapter", base_model_name_or_path=str(tiny_llama_dir))
     (run / "adapter" / "README.md").write_text("# my-run\n\n## Evaluations\n")
-    (run / "config.yaml").write_text("log:\n  run_name: tiny pricer\nmodel:\n  bits: 16\n")
+    (run / "config.yaml").write_text("log:\n  run_name: tiny pricer\nmodel:\n  bits: 16\ndata:\n  answer_width: 4\n")
     out = tmp_path / "eval"
     assert run_main(["--adapter", run / "adapter", "--data", items_file, "--split", "all", "--limit", 4,
                      "--predictor", "expected", "--batch-size", 4, "--out", out], capsys)[0] == 0
     report = json.loads((out / "report.json").read_text())
     assert report["name"] == "tiny pricer" and report["bits"] == 16        # from the run's config.yaml
+    assert report["answer_width"] == 4 and report["search_digits"] == 4
     assert report["code"]["versions"]["torch"] == torch.__version__
     assert len(report["code"]["git"]["commit"]) == 40
     card = (run / "adapter" / "README.md").read_text()

@@ -67,6 +67,24 @@ def test_a_file_of_listings_keeps_known_prices_as_truth(adapter, tmp_path, capsy
         assert str(got[1]["truth"]) in ("7.99", "7.99") and float(got[0]["low"]) <= float(got[0]["high"])
 
 
+def test_an_adapter_trained_on_padded_answers_is_searched_as_such(adapter, tmp_path, capsys, monkeypatch):
+    """The width the adapter was trained with (its training-config.yaml) reaches the digit search."""
+    import shutil
+
+    from predictors import ExpectedPredictor
+
+    padded = tmp_path / "padded"
+    shutil.copytree(adapter, padded)
+    (padded / "training-config.yaml").write_text("data:\n  answer_width: 4\n")
+    widths = []
+    real = ExpectedPredictor.predict
+    monkeypatch.setattr(ExpectedPredictor, "predict",
+                        lambda self, prompts, **kw: widths.append(kw["answer_width"]) or real(self, prompts, **kw))
+    assert run(["--adapter", padded, "--text", "Cordless drill", *COMMON], capsys)[0] == 0
+    assert run(["--adapter", adapter, "--text", "Cordless drill", *COMMON], capsys)[0] == 0
+    assert widths == [4, 0]
+
+
 def test_describe_says_when_to_distrust_a_price():
     sure = describe(Prediction(120.0, mass=0.9, low=80.0, high=150.0))
     assert sure == ("$120.00 (80% interval $80.00 to $150.00: the 10% to 90% quantiles of the model's price "

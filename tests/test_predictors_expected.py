@@ -174,6 +174,48 @@ def test_expected_digits_bounds(tiny_llama, tiny_tokenizer):
     assert dist == pytest.approx({1: 0.3, 15: 0.2, 2: 0.27, 23: 0.015, 0: 0.1})
 
 
+def padded_table(tok):
+    """A model that writes zero-padded answers: after "$" always "0", then zeros or the digits of 1, 15, 2."""
+    d = {str(i): token_id(tok, str(i)) for i in range(10)}
+    eos, dot = tok.eos_token_id, token_id(tok, ".")
+    return {
+        dollar_id(tok): {d["0"]: 1.0},
+        d["0"]: {d["0"]: 0.5, d["1"]: 0.3, d["2"]: 0.2},   # never stops: "0000" is no price
+        d["1"]: {d["5"]: 0.6, eos: 0.4},
+        d["5"]: {eos: 1.0},
+        d["2"]: {dot: 1.0},
+    }
+
+
+# By hand, with 4 digits searched: "01" .3 x .4 + "001" .15 x .4 + "0001" .075 x .4 = .21 for 1;
+# "02" .2 + "002" .1 + "0002" .05 = .35 for 2; "015" .18 + "0015" .09 = .27 for 15. Left out: "0000..." (.125,
+# it never stops) and "00015" (.045, five digits).
+PADDED_DIST = {1: 0.21, 2: 0.35, 15: 0.27}
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_padded_answers_by_hand(request, family):
+    """With answer_width the search continues after a leading "0" and reads "0015" as 15."""
+    tiny_llama, tiny_tokenizer = model_and_tokenizer(request, family)
+    model = make_bigram(tiny_llama, padded_table(tiny_tokenizer))
+    (dist,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1], answer_width=4)
+    assert dist == pytest.approx(PADDED_DIST, rel=1e-5)
+    # max_digits below the width still searches the width: the model always writes that many digits
+    (short,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1], answer_width=4, max_digits=2)
+    assert short == pytest.approx(dist, rel=1e-9)
+    # Unpadded, a leading "0" is the price 0, which this model never stops at: nothing is found.
+    (plain,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1])
+    assert plain == {}
+    predictions = ExpectedPredictor().predict(PROMPTS[:2], model=model, tokenizer=tiny_tokenizer, answer_width=4)
+    assert [p.price for p in predictions] == pytest.approx([(0.21 + 2 * 0.35 + 15 * 0.27) / 0.83] * 2, rel=1e-5)
+    assert [p.mass for p in predictions] == pytest.approx([0.83] * 2, rel=1e-5)
+
+
+def test_padded_answers_need_a_digit_tokenizer(tiny_llama3, tiny_tokenizer3):
+    with pytest.raises(ValueError, match="one token per digit"):
+        price_distributions(tiny_llama3, tiny_tokenizer3, PROMPTS[:1], answer_width=4)
+
+
 def test_expected_triples_by_hand(tiny_llama3, tiny_tokenizer3):
     tok = tiny_tokenizer3
     table = {dollar_id(tok): {token_id(tok, "120"): 0.5, token_id(tok, "80"): 0.3, token_id(tok, "7"): 0.1,
@@ -278,6 +320,10 @@ def test_pruned_mass_goes_to_prices_of_its_length_by_hand():
     assert point_estimate(found) == pytest.approx((2 + 10 + 50) / 0.7)
     assert point_estimate(got) == pytest.approx(5 * 0.4 + 50 * (0.2 + 0.4 / 3) + 500 * (0.2 + 0.2 / 3))
     assert found == {5: 0.4, 50: 0.2, 500: 0.1}           # not changed in place
+    # Answers padded to 4 digits: every found price is 4 digits long as written, so mass pruned at
+    # 2 and at 4 digits goes to all three, in proportion.
+    padded = account_pruned(found, {2: 0.2, 4: 0.05}, width=4)
+    assert padded == pytest.approx({v: p * (1 + 0.25 / 0.7) for v, p in found.items()})
 
 
 def test_the_search_reports_what_it_prunes_and_accounting_uses_it(tiny_llama, tiny_tokenizer):

@@ -249,3 +249,37 @@ def test_training_starts_only_when_exactly_the_adapter_trains(tiny_llama):
     lora_parameters(tiny_llama)[0].requires_grad_(False)
     with pytest.raises(AdapterError, match="is frozen"):
         check_trainable(tiny_llama)
+
+
+def test_padded_answers_are_trained_on_and_priced_as_such(tiny_llama_dir, tmp_path, monkeypatch):
+    """data.answer_width 4: every supervised answer is four digits and ".00", the validation price metric's
+    digit search is told the width, and the run's config keeps it for evaluate.py and predict.py."""
+    import re
+
+    from transformers import AutoTokenizer
+
+    from predictors import ExpectedPredictor
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    answers, widths = [], []
+
+    def loss_fn(model, batch):
+        for labels in batch["labels"]:
+            answers.append(tokenizer.decode(labels[labels != -100], skip_special_tokens=True))
+        return completion_loss_sum(model, batch)
+
+    predict = ExpectedPredictor.predict
+
+    def seen(self, prompts, **inputs):
+        widths.append(inputs.get("answer_width"))
+        return predict(self, prompts, **inputs)
+
+    monkeypatch.setattr(ExpectedPredictor, "predict", seen)
+    out = tmp_path / "run"
+    train.train(tiny_cfg(tiny_llama_dir, out, "--data.answer_width", "4", "--train.max_steps", "2",
+                         "--train.eval_every", "2", "--train.eval_batches", "1", "--train.price_eval_items", "2",
+                         "--train.price_predictor", "expected"), loss_fn=loss_fn)
+    assert len(answers) == 2 * 4 and all(re.fullmatch(r"\d{4}\.00", a) for a in answers), answers
+    assert any(a.startswith("0") for a in answers)   # the bundled prices are mostly under $1,000
+    assert widths == [4] and "val_rmsle" in metrics(out)[-1]
+    assert load_config(out / "config.yaml").data.answer_width == 4

@@ -33,9 +33,10 @@ def load_splits(cfg: DataConfig, verbose: bool = True) -> tuple[Splits, list[Ite
     return splits, train_items
 
 
-def examples_of(items: list[Item], tokenizer: Any, max_text_tokens: int) -> list[dict[str, str]]:
-    """The {"prompt", "completion"} pairs the collator takes, prompts cut as evaluation cuts them."""
-    return [to_example(it, tokenizer, max_text_tokens) for it in items]
+def examples_of(items: list[Item], tokenizer: Any, cfg: DataConfig) -> list[dict[str, str]]:
+    """The {"prompt", "completion"} pairs the collator takes: prompts cut as evaluation cuts them
+    (data.max_text_tokens), answers written as data.answer_width says."""
+    return [to_example(it, tokenizer, cfg.max_text_tokens, answer_width=cfg.answer_width) for it in items]
 
 
 class StepBatches:

@@ -77,6 +77,8 @@ class DataConfig:
     holdout_source: str | None = knob(None, "train without this source file (e.g. mixed); it becomes the test split")
     resample_power: float = knob(0.0, "even out log-price buckets: 0 keeps the data, 1 gives each bucket one share",
                                  "[0, 1]")
+    answer_width: int = knob(0, "zero-pad the answer's dollars to this many digits (4: 0123.00), magnitude first; "
+                                "0: as written (123.00)", "[0, 8]")
 
 
 @dataclass

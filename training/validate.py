@@ -67,7 +67,7 @@ class Validator:
         with self.accelerator.autocast(), torch.compiler.set_stance("force_eager"):
             predictions = get_predictor(self.cfg.train.price_predictor).predict(
                 prompts, model=self.model, tokenizer=tokenizer, batch_size=self.cfg.train.batch_size,
-                train_prices=[it.price for it in self.splits.train])
+                train_prices=[it.price for it in self.splits.train], answer_width=self.cfg.data.answer_width)
         metrics = compute_metrics([it.price for it in items], [p.price for p in predictions])
         return {f"val_{k}": float(metrics[k]) for k in ("rmsle", "hit_rate", "avg_error")}
 
