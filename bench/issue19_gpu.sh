@@ -18,6 +18,7 @@
 #               to 4 digits (--data.answer_width 4, magnitude first) for both models; SmolLM2 at rank 64 with a
 #               lower learning rate (2e-4: at 5e-4 it diverged), tests only; FORMAT_MODELS=smol (or gemma) starts
 #               one model's runs only
+#   format-ref  the reference stack (peft) with SmolLM2's padded answers, pool split and each source held out
 #   bf16        both models' shipped recipes on a 16-bit base (--model.bits 16, LoRA instead of QLoRA): pool
 #               split (validation, pool and balanced tests) and each source held out. On 2026-12-02 it ran
 #               beside recipes (whose bf16 run was SmolLM2's pool-split one here), and recipes' e6best held-out
@@ -157,6 +158,14 @@ keep-best-jobs)   # 343 steps: one epoch of the pool split (the held-out runs' e
   everywhere "${KEEP_BEST_MODELS:-smol gemma}" "${KEEP_BEST_RUNS[@]}"; echo "keep-best ${KEEP_BEST_MODELS:-smol gemma} done" ;;
 format) python -c "from quant import resolve_model; print(resolve_model('smollm2-135m'))" || exit 1
   KEEP_BEST_MODELS=${FORMAT_MODELS:-} detach format ;;
+format-ref) detach format-ref ;;
+format-ref-jobs)   # the reference stack (peft) with SmolLM2's padded answers, pool split and each source held out
+  { ref $S smol-ref-w4 --data.answer_width 4 && tests smol-ref-w4 "$R/smol-ref-w4/adapter"; } &
+  for s in mixed musical-appliances; do
+    { ref $S smol-ref-w4-loso-$s --data.answer_width 4 --data.holdout_source $s &&
+      ev smol-ref-w4-loso-$s --adapter "$R/smol-ref-w4-loso-$s/adapter" --holdout-source $s; } &
+  done
+  wait; echo "format-ref done" ;;
 format-jobs)
   case " ${FORMAT_MODELS:-smol gemma} " in *" smol "*) { train $S smol-r64lr2 $R64 && tests smol-r64lr2 "$R/smol-r64lr2/adapter"; } & ;; esac
   everywhere "${FORMAT_MODELS:-smol gemma}" "${FORMAT_RUNS[@]}"; wait; echo "format ${FORMAT_MODELS:-smol gemma} done" ;;

@@ -2,9 +2,11 @@
 # Issue 19's results table from the committed reports (bench/results-issue19-2026-12-02: the H200 runs of
 # bench/issue19_gpu.sh and bench/shift_quality.sh, and bench.ridge on this CPU) and the shipped adapters'.
 #   bash bench/issue19_table.sh [--long | --buckets]
-#   bash bench/issue19_table.sh --recipes [--long]   # the recipe changes tried (issue19_gpu.sh recipes, bf16, keep-best)
+#   bash bench/issue19_table.sh --recipes [--long]   # the recipe changes tried (issue19_gpu.sh recipes, bf16, keep-best,
+#                                                    # format)
 #   bash bench/issue19_table.sh --paired   # item by item (evaluate.py --compare): each shipped adapter against ridge,
-#                                          # the best-epoch runs against the shipped recipes, the estimates on musical
+#                                          # the best-epoch and padded-answer runs against the shipped recipes (and the
+#                                          # latter against ridge), the estimates on musical
 D=bench/results-issue19-2026-12-02
 S=adapters/smollm2-135m-pricer
 G=adapters/gemma3-270m-pricer
@@ -29,6 +31,14 @@ if [ "${1:-}" = --paired ]; then
     python evaluate.py --compare $smol $D/smol-e6best-$s | sed -n '/^paired/,$p' || exit 1
     python evaluate.py --compare $gemma $D/gemma-e4best-$s | sed -n '/^paired/,$p' || exit 1
   done
+  # the answer padded to 4 digits (issue19_gpu.sh format) against each model's shipped recipe, and against ridge
+  for s in val $splits; do
+    shipped $s
+    echo "== $s, answer padded to 4 digits against the shipped recipe"
+    python evaluate.py --compare $smol $D/smol-w4-$s | sed -n '/^paired/,$p' || exit 1
+    python evaluate.py --compare $gemma $D/gemma-w4-$s | sed -n '/^paired/,$p' || exit 1
+    [ $s = val ] || python evaluate.py --compare $D/ridge-$s $D/smol-w4-$s | sed -n '/^paired/,$p' || exit 1
+  done
   # each point estimate on held-out musical-appliances, against the mean, and ridge against the mean
   echo "== held-out musical-appliances, each estimate against the mean"
   python evaluate.py --compare $D/smol-estimate-{mean,log-mean,median,hit}-loso-musical-appliances \
@@ -40,13 +50,15 @@ if [ "${1:-}" = --recipes ]; then
   rows+=("SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-val" "SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-pool"
          "SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-balanced")
   for s in loso-mixed loso-musical-appliances; do rows+=("SmolLM2 shipped (QLoRA, 3 epochs)=$D/smol-pricer-$s"); done
-  for r in "p10:data.resample_power 1" "e6best:6 epochs, best of each epoch's validation" "bf16:16-bit base"; do
+  for r in "p10:data.resample_power 1" "e6best:6 epochs, best of each epoch's validation" "bf16:16-bit base" \
+           "w4:answer padded to 4 digits" "r64lr2:rank 64, lr 2e-4"; do
     for s in val $splits; do [ -d $D/smol-${r%%:*}-$s ] && rows+=("SmolLM2 ${r#*:}=$D/smol-${r%%:*}-$s"); done
   done
   rows+=("Gemma shipped (QLoRA, lr 2e-4)=$G/eval-val")
   for s in $splits; do rows+=("Gemma shipped (QLoRA, lr 2e-4)=$D/gemma-lr2e-4-$s"); done
   for s in val $splits; do rows+=("Gemma 16-bit base=$D/gemma-bf16-$s"); done
   for s in val $splits; do rows+=("Gemma 4 epochs, best of each epoch's validation=$D/gemma-e4best-$s"); done
+  for s in val $splits; do rows+=("Gemma answer padded to 4 digits=$D/gemma-w4-$s"); done
   exec python -m bench.results_table "${rows[@]}" --baseline $(for s in $splits; do echo $D/ridge-$s; done) "$@"
 fi
 for s in $splits; do rows+=("SmolLM2 base=$D/smol-base-$s"); done

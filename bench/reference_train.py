@@ -20,7 +20,7 @@ import torch
 
 from data import CompletionCollator
 from quant import load_base_model, prepare_for_kbit_training
-from training import StepBatches, build_scheduler, examples_of, load_splits, parse_args
+from training import StepBatches, build_scheduler, config_yaml, examples_of, load_splits, parse_args
 
 
 def main() -> None:
@@ -82,6 +82,8 @@ def main() -> None:
     saved = json.loads(cfg_path.read_text())
     saved["base_model_name_or_path"] = cfg.model.name  # peft writes the resolved cache path
     cfg_path.write_text(json.dumps(saved, indent=2))
+    # As train.py does: evaluate.py and predict.py read the run's split, prompts and answer width from it.
+    (out / "config.yaml").write_text(config_yaml(cfg))
     print(f"reference: {total} steps in {time.time() - started:.0f}s; adapter in {out / 'adapter'}")
 
 
