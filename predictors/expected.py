@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import math
 import statistics
+import warnings
 import weakref
 from typing import Any, Sequence
 
@@ -105,6 +106,7 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
     max_digits = max(max_digits, answer_width)
     dists: list[dict[int, float]] = [{} for _ in prompts]
     raw = [0.0] * len(prompts)
+    after_zero: list[float] = []   # unpadded: per prompt, the probability the model went on after a leading "0"
     with inference(model), progress(len(prompts), f"expected ({kind})") as bar:
         for idx, ids, mask in left_padded_batches(tokenizer, prompts, batch_size, model_device(model)):
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -117,8 +119,9 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
             if kind == "triples":
                 found = _top_numbers(probs, values, top_k)
             else:
-                found, pruned = _digit_search(model, cache, mask, probs, values, max_digits, top_m, min_prob,
-                                              padded=answer_width > 0)
+                found, pruned, zeros = _digit_search(model, cache, mask, probs, values, max_digits, top_m, min_prob,
+                                                     padded=answer_width > 0)
+                after_zero += zeros
             for row, i in enumerate(idx):
                 dists[i] = found[row]
                 raw[i] = sum(found[row].values())
@@ -127,7 +130,15 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
             bar.update(len(idx))
     if searched is not None:
         searched[:] = raw
+    if after_zero and statistics.fmean(after_zero) > 0.5:
+        warnings.warn(f"the model writes more digits after a leading 0 (probability {statistics.fmean(after_zero):.2f} "
+                      "on average): it was likely trained on zero-padded answers; pass the width it was trained with "
+                      "(--answer-width, data.answer_width)", PaddedAnswersWarning, stacklevel=2)
     return dists
+
+
+class PaddedAnswersWarning(UserWarning):
+    """A model that writes zero-padded answers is searched as if it did not (its answer width was not given)."""
 
 
 def _top_numbers(probs: Any, number_values: dict[int, int], top_k: int) -> list[dict[int, float]]:
@@ -141,12 +152,14 @@ def _top_numbers(probs: Any, number_values: dict[int, int], top_k: int) -> list[
 
 
 def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: dict[int, int], max_digits: int,
-                  top_m: int, min_prob: float, padded: bool = False) -> tuple[list[dict[int, float]], list[dict[int, float]]]:
+                  top_m: int, min_prob: float, padded: bool = False
+                  ) -> tuple[list[dict[int, float]], list[dict[int, float]], list[float]]:
     """The breadth-first digit search of `price_distributions` for one batch; `cache` is updated in place.
     `padded`: leading zeros continue ("0123" is 123); otherwise a leading "0" is only the price 0.
 
-    Returns, per prompt, the distribution found and {length: mass of the prefixes of that many
-    digits the search pruned}.
+    Returns, per prompt, the distribution found, {length: mass of the prefixes of that many
+    digits the search pruned}, and the probability of a digit after a leading "0" that the
+    unpadded search did not follow (0.0 when padded).
     """
     import torch
 
@@ -157,6 +170,7 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
     found: list[dict[int, float]] = [{} for _ in range(batch)]
     pruned: list[dict[int, float]] = [{} for _ in range(batch)]
     # A node is one row of the cache: (prompt row, digit string, path probability).
+    after_zero = [0.0] * batch
     nodes = [(b, "", 1.0) for b in range(batch)]
     for depth in range(max_digits + 1):
         digit_probs = probs[:, digit_ids].double().cpu()
@@ -165,7 +179,10 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
             stop = p * max(0.0, 1.0 - float(digit_probs[r].sum()))
             if prefix and stop > 0:
                 found[b][int(prefix)] = found[b].get(int(prefix), 0.0) + stop
-            if depth == max_digits or (prefix == "0" and not padded):
+            if prefix == "0" and not padded:
+                after_zero[b] += p * float(digit_probs[r].sum())
+                continue
+            if depth == max_digits:
                 continue
             for d in range(10):
                 q = p * float(digit_probs[r, d])
@@ -189,7 +206,7 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
                     use_cache=True, **{cache_keyword(): cache})
         probs = out.logits[:, -1, :].float().softmax(-1)
         nodes = [(nodes[r][0], s, q) for q, r, s in chosen]
-    return found, pruned
+    return found, pruned, after_zero
 
 
 def account_pruned(found: dict[int, float], pruned: dict[int, float], width: int = 0) -> dict[int, float]:

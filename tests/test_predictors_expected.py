@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import PROMPTS, dollar_id, make_bigram, token_id
-from predictors.expected import (ESTIMATES, ExpectedPredictor, account_pruned, interval, number_tokens, point_estimate,
-                                 predict_expected, price_distributions, price_quantile)
+from predictors.expected import (ESTIMATES, ExpectedPredictor, PaddedAnswersWarning, account_pruned, interval,
+                                 number_tokens, point_estimate, predict_expected, price_distributions, price_quantile)
 from predictors.metrics import colour_for
 from predictors.report import cents
 
@@ -203,8 +203,10 @@ def test_padded_answers_by_hand(request, family):
     # max_digits below the width still searches the width: the model always writes that many digits
     (short,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1], answer_width=4, max_digits=2)
     assert short == pytest.approx(dist, rel=1e-9)
-    # Unpadded, a leading "0" is the price 0, which this model never stops at: nothing is found.
-    (plain,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1])
+    # Unpadded, a leading "0" is the price 0, which this model never stops at: nothing is found, and the
+    # search says why (the model went on after "0" with probability 1).
+    with pytest.warns(PaddedAnswersWarning, match=r"after a leading 0 \(probability 1.00"):
+        (plain,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1])
     assert plain == {}
     predictions = ExpectedPredictor().predict(PROMPTS[:2], model=model, tokenizer=tiny_tokenizer, answer_width=4)
     assert [p.price for p in predictions] == pytest.approx([(0.21 + 2 * 0.35 + 15 * 0.27) / 0.83] * 2, rel=1e-5)
