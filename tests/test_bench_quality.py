@@ -188,3 +188,23 @@ def test_unpicked_val_scores_the_items_keep_best_did_not_price(bundled_data_dir,
     assert scores["not picked on"]["n"] == 30 and scores["not picked on"]["rmsle"] == pytest.approx(expected, abs=1e-9)
     assert unpicked.main(["--picked", "10", "--data", str(bundled_data_dir), str(tmp_path / "eval-val")]) == 0
     assert "not picked on     30" in capsys.readouterr().out
+
+
+def test_curve_agreement_by_hand(tmp_path, capsys):
+    """bench.curve_agreement on two hand-written curves: common steps only, median and largest gap, spikes."""
+    from bench.curve_agreement import agreement, main
+
+    a = {10: 1.0, 20: 0.8, 30: 0.7, 40: 0.65}
+    b = {10: 1.02, 20: 0.79, 30: 1.2, 50: 0.6}   # a spike at 30; 40 and 50 are not shared
+    r = agreement(a, b)
+    assert (r["steps"], r["last"], r["max_at"], r["spikes"]) == (3, 30, 30, 1)
+    assert r["median_abs_diff"] == pytest.approx(0.02) and r["max_abs_diff"] == pytest.approx(0.5)
+    assert r["mean_a"] == pytest.approx(2.5 / 3) and r["mean_b"] == pytest.approx(3.01 / 3)
+    for name, curve in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"step": s, "loss": v}) + "\n"
+                                                        for s, v in curve.items()))
+    assert main([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]) == 0
+    assert "3 steps to 30; |diff| median 0.0200, max 0.500 at step 30; 1 over 0.1" in capsys.readouterr().out
+    (tmp_path / "c.jsonl").write_text(json.dumps({"step": 60, "loss": 0.5}) + "\n")
+    assert main([str(tmp_path / "a.jsonl"), str(tmp_path / "c.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == "error: the two runs logged no step in common"

@@ -32,3 +32,19 @@ def test_a_failure_is_drawn_red_unless_scored_as_zero():
     assert [tuple(c) for c in points.get_facecolors()] == [to_rgba("red"), to_rgba("green")]
     (points,) = plot_chart(truths, guesses, "t", failures_as_zero=True).axes[0].collections
     assert [tuple(c) for c in points.get_facecolors()] == [to_rgba("green"), to_rgba("green")]
+
+
+def test_a_report_without_its_chart_gets_the_same_chart_back(tmp_path, capsys):
+    """python -m predictors.chart redraws chart.png from report.json and predictions.csv, pixel for pixel
+    (prices in whole cents draw where the report drew them); a folder that is no report is one line."""
+    from predictors.chart import main
+    from predictors.report import write_report
+
+    truths, guesses = [10.0, 100.0, 500.0, 40.0], [12.25, None, 100.5, 45.0]
+    write_report(tmp_path, ["a", "b", "c", "d"], truths, guesses, {"name": "tiny", "split": "test"}, "tiny")
+    drawn = (tmp_path / "chart.png").read_bytes()
+    (tmp_path / "chart.png").unlink()
+    assert main([str(tmp_path)]) == 0 and (tmp_path / "chart.png").read_bytes() == drawn
+    assert main([str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "report.json" in err[0]
