@@ -12,6 +12,9 @@ what `vllm serve DIR` and
 `AutoModelForCausalLM.from_pretrained(DIR)` load. With --gguf it also holds model-<type>.gguf for
 llama.cpp and Ollama (lora/gguf_export.py), written from the folder's own weights.
 
+The adapter's training-config.yaml, when it has one, goes into the folder too: evaluate.py and
+predict.py --base FOLDER read the answer format and prompt settings from it, as from an adapter.
+
 The folder appears whole or not at all: it is built in a temporary sibling and renamed into
 place. An existing non-empty --out is refused and left untouched.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -73,7 +77,7 @@ def export_adapter(adapter: str | os.PathLike, out: str | os.PathLike, base: str
     from utils.atomic import atomic_folder
 
     from .gguf_export import check_gguf_support, write_gguf
-    from .io import load_adapter
+    from .io import TRAINING_CONFIG_NAME, load_adapter
     from .merge import export_merged
 
     out, path = Path(out), resolve_model(base)
@@ -96,6 +100,9 @@ def export_adapter(adapter: str | os.PathLike, out: str | os.PathLike, base: str
         # export_merged builds in its own temporary folder and renames it onto tmp; this outer one
         # makes the GGUF file part of the same final rename.
         export_merged(model, tokenizer, tmp, dtype=dtype)
+        trained = Path(adapter) / TRAINING_CONFIG_NAME
+        if trained.is_file():   # how it was trained (the answer format above all): evaluate.py and predict.py read it
+            shutil.copyfile(trained, tmp / TRAINING_CONFIG_NAME)
         print(f"merged -> {out} ({str(dtype).removeprefix('torch.')}, {_size(tmp, '*.safetensors')}) "
               f"in {time.perf_counter() - started:.1f}s")
         if gguf is not None:

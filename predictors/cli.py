@@ -76,7 +76,8 @@ def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
     The run's settings are <run>/config.yaml when --adapter is train.py's <run>/adapter (or
     adapter-best), else the adapter folder's own training-config.yaml, which train.py saves in every
-    adapter folder so that a copied or shipped adapter keeps them; neither: the defaults.
+    adapter folder so that a copied or shipped adapter keeps them; neither: the defaults. Without
+    --adapter, a --base folder's training-config.yaml (a merged model, python -m lora.export) counts.
     """
     import yaml
 
@@ -86,6 +87,8 @@ def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.adapter:
         beside, inside = Path(args.adapter).parent / "config.yaml", Path(args.adapter) / TRAINING_CONFIG_NAME
         run = beside if beside.is_file() else inside
+    elif getattr(args, "base", None) and Path(args.base).is_dir():
+        run = Path(args.base) / TRAINING_CONFIG_NAME
     saved: Any = {}
     if run is not None and run.is_file():
         try:

@@ -304,3 +304,19 @@ def test_smollm2_shipped_adapter(smollm2_dir, tmp_path, capsys):
     for text in [*STRINGS, TEXT, "<|im_start|>user\nPrice?<|im_end|>"]:
         assert gguf.encode(text) == tokenizer.encode(text), text
     assert gguf.chat_template == tokenizer.chat_template
+
+
+def test_the_merged_folder_keeps_how_the_adapter_was_trained(adapter, tmp_path, capsys):
+    """training-config.yaml travels into the merged folder, where evaluate.py --base reads the answer width."""
+    import shutil
+
+    import evaluate
+
+    trained = tmp_path / "trained"
+    shutil.copytree(adapter, trained)
+    (trained / "training-config.yaml").write_text("data:\n  answer_width: 4\n  max_text_tokens: 99\n")
+    assert export(["--adapter", trained, "--out", tmp_path / "merged"], capsys)[0] == 0
+    assert (tmp_path / "merged" / "training-config.yaml").read_text() == (trained / "training-config.yaml").read_text()
+    args = evaluate.parse_args(["--base", str(tmp_path / "merged"), "--data", "d", "--out", "o"])
+    assert (args.answer_width, args.max_text_tokens) == (4, 99)
+    assert evaluate.parse_args(["--base", "smollm2-135m", "--data", "d", "--out", "o"]).answer_width == 0
