@@ -34,6 +34,8 @@
 set -u
 part=${1:?usage: issue19_gpu.sh smol|gemma|status|collect R [OUT]}; R=${2:?scratch folder}
 mkdir -p "$R/eval"; R=$(cd "$R" && pwd)
+# S is SmolLM2's shipped recipe, whose answers are padded to 4 digits since the format part (2026-12-02); the parts
+# run before it trained unpadded answers: add --data.answer_width 0 to repeat them as they ran
 S=configs/smollm2-135m-pricer.yaml
 G=configs/gemma3-270m-pricer.yaml
 RECIPE="--train.lr 5e-4 --train.epochs 3 --train.loraplus_ratio 16 --train.cuda_graphs false"   # SmolLM2's recipe, for Gemma (eager)

@@ -5,8 +5,8 @@
 #   bash bench/issue19_table.sh --recipes [--long]   # the recipe changes tried (issue19_gpu.sh recipes, bf16, keep-best,
 #                                                    # format)
 #   bash bench/issue19_table.sh --paired   # item by item (evaluate.py --compare): each shipped adapter against ridge,
-#                                          # the best-epoch and padded-answer runs against the shipped recipes (and the
-#                                          # latter against ridge), the estimates on musical
+#                                          # the best-epoch and padded-answer runs against the recipes they change,
+#                                          # the estimates on musical
 D=bench/results-issue19-2026-12-02
 S=adapters/smollm2-135m-pricer
 G=adapters/gemma3-270m-pricer
@@ -14,30 +14,31 @@ splits="pool balanced loso-mixed loso-musical-appliances"
 rows=()
 if [ "${1:-}" = --paired ]; then
   set -o pipefail
-  shipped() {   # smol and gemma: the shipped recipes' report folders of split $1
+  shipped() {   # smol and gemma: the shipped adapters' report folders of split $1 (SmolLM2's trained without
+                # the source when $1 is held out); unpadded: SmolLM2's recipe before its answers were padded
     case $1 in
       val|pool|balanced) smol=$S/eval-$1; gemma=$G/eval-$1 ;;
-      *) smol=$D/smol-pricer-$1; gemma=$D/gemma-lr2e-4-$1 ;;
-    esac; }
+      *) smol=$D/smol-w4-$1; gemma=$D/gemma-lr2e-4-$1 ;;
+    esac
+    unpadded=$D/smol-pricer-$1; }
   for s in $splits; do
     shipped $s
     echo "== $s"
-    python evaluate.py --compare $D/ridge-$s $smol $gemma | sed -n '/^paired/,$p' || exit 1
+    python evaluate.py --compare $D/ridge-$s $unpadded $smol $gemma | sed -n '/^paired/,$p' || exit 1
   done
-  # the best epoch kept (issue19_gpu.sh keep-best) against each model's shipped recipe
+  # the best epoch kept (issue19_gpu.sh keep-best) against each model's recipe as it was then
   for s in val $splits; do
     shipped $s
     echo "== $s, best epoch kept against the shipped recipe"
-    python evaluate.py --compare $smol $D/smol-e6best-$s | sed -n '/^paired/,$p' || exit 1
+    python evaluate.py --compare $unpadded $D/smol-e6best-$s | sed -n '/^paired/,$p' || exit 1
     python evaluate.py --compare $gemma $D/gemma-e4best-$s | sed -n '/^paired/,$p' || exit 1
   done
   # the answer padded to 4 digits (issue19_gpu.sh format) against each model's shipped recipe, and against ridge
   for s in val $splits; do
     shipped $s
-    echo "== $s, answer padded to 4 digits against the shipped recipe"
-    python evaluate.py --compare $smol $D/smol-w4-$s | sed -n '/^paired/,$p' || exit 1
+    echo "== $s, answer padded to 4 digits against the unpadded recipe"
+    python evaluate.py --compare $unpadded $D/smol-w4-$s | sed -n '/^paired/,$p' || exit 1
     python evaluate.py --compare $gemma $D/gemma-w4-$s | sed -n '/^paired/,$p' || exit 1
-    [ $s = val ] || python evaluate.py --compare $D/ridge-$s $D/smol-w4-$s | sed -n '/^paired/,$p' || exit 1
   done
   # each point estimate on held-out musical-appliances, against the mean, and ridge against the mean
   echo "== held-out musical-appliances, each estimate against the mean"
@@ -47,11 +48,9 @@ if [ "${1:-}" = --paired ]; then
 fi
 if [ "${1:-}" = --recipes ]; then
   shift
-  rows+=("SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-val" "SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-pool"
-         "SmolLM2 shipped (QLoRA, 3 epochs)=$S/eval-balanced")
-  for s in loso-mixed loso-musical-appliances; do rows+=("SmolLM2 shipped (QLoRA, 3 epochs)=$D/smol-pricer-$s"); done
+  for s in val $splits; do rows+=("SmolLM2 unpadded (QLoRA, 3 epochs; shipped until 2026-12-02)=$D/smol-pricer-$s"); done
   for r in "p10:data.resample_power 1" "e6best:6 epochs, best of each epoch's validation" "bf16:16-bit base" \
-           "w4:answer padded to 4 digits" "r64lr2:rank 64, lr 2e-4"; do
+           "w4:answer padded to 4 digits (shipped)" "r64lr2:rank 64, lr 2e-4"; do
     for s in val $splits; do [ -d $D/smol-${r%%:*}-$s ] && rows+=("SmolLM2 ${r#*:}=$D/smol-${r%%:*}-$s"); done
   done
   rows+=("Gemma shipped (QLoRA, lr 2e-4)=$G/eval-val")
@@ -62,9 +61,10 @@ if [ "${1:-}" = --recipes ]; then
   exec python -m bench.results_table "${rows[@]}" --baseline $(for s in $splits; do echo $D/ridge-$s; done) "$@"
 fi
 for s in $splits; do rows+=("SmolLM2 base=$D/smol-base-$s"); done
-for s in $splits; do rows+=("SmolLM2 reference stack (peft)=$D/smol-ref-$s"); done
-rows+=("SmolLM2 pricer=$S/eval-pool" "SmolLM2 pricer=$S/eval-balanced")
-for s in loso-mixed loso-musical-appliances; do rows+=("SmolLM2 pricer=$D/smol-pricer-$s"); done
+for s in $splits; do rows+=("SmolLM2 reference stack (peft), unpadded recipe=$D/smol-ref-$s"); done
+for s in $splits; do rows+=("SmolLM2 pricer, unpadded recipe=$D/smol-pricer-$s"); done
+rows+=("SmolLM2 pricer, answer padded (shipped)=$S/eval-pool" "SmolLM2 pricer, answer padded (shipped)=$S/eval-balanced")
+for s in loso-mixed loso-musical-appliances; do rows+=("SmolLM2 pricer, answer padded (shipped)=$D/smol-w4-$s"); done
 for s in $splits; do rows+=("Gemma 3 270M base=$D/gemma-base-$s"); done
 for s in $splits; do rows+=("Gemma 3 270M reference stack (peft)=$D/gemma-ref-$s"); done
 for s in $splits; do rows+=("Gemma 3 270M pricer=$D/gemma-lr2e-4-$s"); done

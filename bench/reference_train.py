@@ -23,6 +23,17 @@ from quant import load_base_model, prepare_for_kbit_training
 from training import StepBatches, build_scheduler, config_yaml, examples_of, load_splits, parse_args
 
 
+def save(model, out: Path, cfg) -> None:
+    """The peft adapter in <out>/adapter, naming the base as the config does, and the run's config.yaml beside it."""
+    model.save_pretrained(out / "adapter")
+    cfg_path = out / "adapter" / "adapter_config.json"
+    saved = json.loads(cfg_path.read_text())
+    saved["base_model_name_or_path"] = cfg.model.name  # peft writes the resolved cache path
+    cfg_path.write_text(json.dumps(saved, indent=2))
+    # As train.py does: evaluate.py and predict.py read the run's split, prompts and answer width from it.
+    (out / "config.yaml").write_text(config_yaml(cfg))
+
+
 def main() -> None:
     from peft import LoraConfig, get_peft_model
 
@@ -77,13 +88,7 @@ def main() -> None:
             log.write(json.dumps({"step": step, "loss": float(loss.detach()), "grad_norm": float(norm),
                                   "elapsed": time.time() - started}) + "\n")
             log.flush()
-    model.save_pretrained(out / "adapter")
-    cfg_path = out / "adapter" / "adapter_config.json"
-    saved = json.loads(cfg_path.read_text())
-    saved["base_model_name_or_path"] = cfg.model.name  # peft writes the resolved cache path
-    cfg_path.write_text(json.dumps(saved, indent=2))
-    # As train.py does: evaluate.py and predict.py read the run's split, prompts and answer width from it.
-    (out / "config.yaml").write_text(config_yaml(cfg))
+    save(model, out, cfg)
     print(f"reference: {total} steps in {time.time() - started:.0f}s; adapter in {out / 'adapter'}")
 
 

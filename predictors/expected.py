@@ -83,11 +83,9 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
     prefixes whose probability is at least min_prob; every kept prefix costs one batched
     one-token forward pass on the KV cache, whose rows are copied from the parent prefix.
     A leading "0" is only the price 0, unless the model was trained on answers zero-padded to
-    answer_width digits (data.answer_width): then "0123" is 123, the search runs at least
-    answer_width digits deep, and every price competes for the same top_m places at each level.
-    The bound: prices 0 to 10**max_digits - 1, at most top_m * max_digits prefixes per prompt;
-    mass outside the search is left out, so the probabilities sum to the mass the search covered
-    (<= 1), and `point_estimate` renormalises.
+    answer_width digits (data.answer_width): then "0123" is 123 and the search goes that deep. The bound:
+    prices 0 to 10**max_digits - 1, at most top_m * max_digits prefixes per prompt; mass outside the search
+    is left out, so the probabilities sum to the mass covered (<= 1), and `point_estimate` renormalises.
 
     What the search prunes is not spread evenly over prices: a level of d digits keeps top_m of up
     to 10 * top_m prefixes, so more of the mass of long (dear) numbers is cut than of short ones,
@@ -130,11 +128,16 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
             bar.update(len(idx))
     if searched is not None:
         searched[:] = raw
+    _warn_if_padded(after_zero)
+    return dists
+
+
+def _warn_if_padded(after_zero: Sequence[float]) -> None:
+    """Warn when the model went on after a leading "0" with probability over one half, on average over the prompts."""
     if after_zero and statistics.fmean(after_zero) > 0.5:
         warnings.warn(f"the model writes more digits after a leading 0 (probability {statistics.fmean(after_zero):.2f} "
                       "on average): it was likely trained on zero-padded answers; pass the width it was trained with "
-                      "(--answer-width, data.answer_width)", PaddedAnswersWarning, stacklevel=2)
-    return dists
+                      "(--answer-width, data.answer_width)", PaddedAnswersWarning, stacklevel=3)
 
 
 class PaddedAnswersWarning(UserWarning):

@@ -35,9 +35,9 @@ def test_a_failure_is_drawn_red_unless_scored_as_zero():
 
 
 def test_a_report_without_its_chart_gets_the_same_chart_back(tmp_path, capsys):
-    """python -m predictors.chart redraws chart.png from report.json and predictions.csv, pixel for pixel
+    """python -m predictors.redraw redraws chart.png from report.json and predictions.csv, pixel for pixel
     (prices in whole cents draw where the report drew them); a folder that is no report is one line."""
-    from predictors.chart import main
+    from predictors.redraw import main
     from predictors.report import write_report
 
     truths, guesses = [10.0, 100.0, 500.0, 40.0], [12.25, None, 100.5, 45.0]

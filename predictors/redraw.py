@@ -1,0 +1,47 @@
+"""`python -m predictors.redraw FOLDER ...`: draw a report folder's chart.png again from its report.json and
+predictions.csv, for reports that travelled without their charts (a GPU machine returns few files)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from predictors.chart import chart_title, plot_chart
+
+
+def redraw(folder: Any, log_axes: bool = True) -> Any:
+    """Draw a report folder's chart.png again from its report.json and predictions.csv (for reports that
+    travelled without their charts); returns the chart's path. ReportError when the folder is not a report."""
+    from pathlib import Path
+
+    from predictors.report import read_predictions, read_report
+    from utils.atomic import atomic_write
+
+    folder = Path(folder)
+    report, rows = read_report(folder / "report.json"), read_predictions(folder)
+    fig = plot_chart([r["truth"] for r in rows], [r["guess"] for r in rows], chart_title(report.get("name") or folder.name, report),
+                     bool(report.get("score_failures_as_zero")), log_axes)
+    atomic_write(folder / "chart.png", lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
+    return folder / "chart.png"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m predictors.redraw FOLDER ... [--linear]: redraw each report folder's chart.png."""
+    import argparse
+    import sys
+
+    from predictors.report import ReportError
+
+    p = argparse.ArgumentParser(prog="python -m predictors.redraw", description=main.__doc__)
+    p.add_argument("folders", nargs="+", help="evaluate.py report folders (report.json and predictions.csv)")
+    p.add_argument("--linear", action="store_true", help="the course's linear axes instead of log-price axes")
+    args = p.parse_args(argv)
+    try:
+        for folder in args.folders:
+            print(f"wrote {redraw(folder, log_axes=not args.linear)}")
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
