@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Any, Sequence
 from predictors import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, add_model_options, load_model, model_name,
                         pick_items, point_estimate, price_distributions, provenance, resolve_base, search_record,
                         with_run_defaults, write_report)
+from predictors.expected import ACCOUNTING
 from utils.atomic import atomic_write
 
 SPLITS = ("val", "pool", "balanced")   # --splits' choices
@@ -52,6 +54,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"digit-search widths (top_m) to measure (default {SEARCH_WIDTH})")
     p.add_argument("--search-digits", type=int, default=SEARCH_DIGITS,
                    help=f"digits of the longest price searched (default {SEARCH_DIGITS})")
+    p.add_argument("--search-accounting", choices=ACCOUNTING, default="none",
+                   help="what the digit search does with the mass it prunes (evaluate.py's option; default none)")
     p.add_argument("--estimates", nargs="+", choices=ESTIMATES, default=list(ESTIMATES))
     p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(DEFAULT_SPLITS),
                    help=f"splits to measure, in this order (default {' '.join(DEFAULT_SPLITS)}; see above)")
@@ -109,8 +113,9 @@ def load_distributions(path: str | Path) -> dict:
 
 # What must match for saved distributions to stand for this command line.
 REUSE_KEYS = ("base", "adapter", "data", "split", "holdout_source", "seed", "val_fraction", "test_fraction", "limit",
-              "bits", "max_text_tokens", "search_digits", "answer_width")
-OMITTED_AT = {"answer_width": 0}   # what a report.json that leaves the key out means (predictors.run_settings)
+              "bits", "max_text_tokens", "search_digits", "answer_width", "search_accounting")
+# what a saved record that lacks the key means (predictors.run_settings; files from before the accounting option)
+OMITTED_AT = {"answer_width": 0, "search_accounting": "none"}
 
 
 def check_reused(record: dict, sargs: argparse.Namespace, path: Path) -> None:
@@ -131,12 +136,15 @@ def measure(model: Any, tokenizer: Any, args: argparse.Namespace, base: str, spl
     start = time.perf_counter()
     # The whole split at once: the predictor groups prompts by length into the batches evaluate.py
     # forms too (predictors.in_length_order), so these reports are the ones evaluate.py writes.
+    searched: list[float] = []
     dists = price_distributions(model, tokenizer, prompts, args.batch_size, max_digits=args.search_digits, top_m=width,
-                                answer_width=args.answer_width)
+                                answer_width=args.answer_width, accounting=args.search_accounting, searched=searched)
     seconds = time.perf_counter() - start
     dists = [dict(sorted(d.items())) for d in dists]   # as load_distributions reads them: same sums, same bits
     record = provenance(split_args(args, split), model_name(args.adapter, base), base, model, len(items),
-                        seconds, search_record(dists, width, args.search_digits))
+                        seconds, {**search_record(dists, width, args.search_digits),
+                                  "search_accounting": args.search_accounting,
+                                  "search_mass": statistics.fmean(searched) if searched else 0.0})   # as searched
     return {"record": record, "titles": [it.title for it in items], "truths": [it.price for it in items],
             "dists": dists}
 

@@ -23,7 +23,7 @@ from predictors.registry import register
 
 ESTIMATES = ("mean", "log-mean", "median", "hit")
 INTERVAL = (0.1, 0.9)     # the quantiles of the stated interval: the central 80% of the distribution
-ACCOUNTING = ("none", "by-length")
+ACCOUNTING = ("none", "by-length", "by-prefix")
 # The digit search's defaults, top_m and max_digits: the width trades time for covered mass (see bench/RESULTS.md).
 SEARCH_WIDTH, SEARCH_DIGITS = 30, 4
 
@@ -91,16 +91,16 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
     to 10 * top_m prefixes, so more of the mass of long (dear) numbers is cut than of short ones,
     and renormalising pulls the estimate down. accounting="by-length" gives the mass pruned at
     each length back to the prices found with at least that many digits, in proportion to their
-    probabilities (`account_pruned`), so the distribution over lengths is the model's own.
+    probabilities (`account_pruned`), so the distribution over lengths is the model's own. With padded
+    answers a pruned prefix knows its magnitude ("012" of 4 digits is 120-129): accounting="by-prefix" gives
+    its mass to the middle of its range (`account_by_prefix`).
     """
     from transformers import DynamicCache
 
     from utils.compat import cache_keyword
 
     kind, values = number_tokens(tokenizer)
-    if answer_width and kind != "digits":
-        raise ValueError(f"answers padded to {answer_width} digits need a tokenizer that writes one token per digit; "
-                         f"this one writes numbers as {kind}: train with data.answer_width 0")
+    _check_search(kind, accounting, answer_width)
     max_digits = max(max_digits, answer_width)
     dists: list[dict[int, float]] = [{} for _ in prompts]
     raw = [0.0] * len(prompts)
@@ -121,15 +121,32 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
                                                      padded=answer_width > 0)
                 after_zero += zeros
             for row, i in enumerate(idx):
-                dists[i] = found[row]
                 raw[i] = sum(found[row].values())
-                if pruned is not None and accounting == "by-length":
-                    dists[i] = account_pruned(found[row], pruned[row], answer_width)
+                dists[i] = found[row] if pruned is None else _accounted(found[row], pruned[row], accounting, answer_width)
             bar.update(len(idx))
     if searched is not None:
         searched[:] = raw
     _warn_if_padded(after_zero)
     return dists
+
+
+def _check_search(kind: str, accounting: str, answer_width: int) -> None:
+    """ValueError for a search that cannot be made: padded answers in number tokens, by-prefix without padding."""
+    if accounting == "by-prefix" and not answer_width:
+        raise ValueError("by-prefix accounting needs answers padded to a width (data.answer_width): an unpadded "
+                         "prefix does not say how many digits follow it")
+    if answer_width and kind != "digits":
+        raise ValueError(f"answers padded to {answer_width} digits need a tokenizer that writes one token per digit; "
+                         f"this one writes numbers as {kind}: train with data.answer_width 0")
+
+
+def _accounted(found: dict[int, float], pruned: dict[str, float], accounting: str, width: int) -> dict[int, float]:
+    """The distribution found, with the pruned mass given back as `accounting` says ("none": left out)."""
+    if accounting == "by-length":
+        return account_pruned(found, by_length(pruned), width)
+    if accounting == "by-prefix":
+        return account_by_prefix(found, pruned, width)
+    return found
 
 
 def _warn_if_padded(after_zero: Sequence[float]) -> None:
@@ -160,9 +177,9 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
     """The breadth-first digit search of `price_distributions` for one batch; `cache` is updated in place.
     `padded`: leading zeros continue ("0123" is 123); otherwise a leading "0" is only the price 0.
 
-    Returns, per prompt, the distribution found, {length: mass of the prefixes of that many
-    digits the search pruned}, and the probability of a digit after a leading "0" that the
-    unpadded search did not follow (0.0 when padded).
+    Returns, per prompt, the distribution found, {prefix: mass} of the digit strings the search
+    pruned, and the probability of a digit after a leading "0" that the unpadded search did not
+    follow (0.0 when padded).
     """
     import torch
 
@@ -171,7 +188,7 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
     batch = mask.shape[0]
     digit_ids = torch.tensor(sorted(digit_values, key=digit_values.get), device=mask.device)
     found: list[dict[int, float]] = [{} for _ in range(batch)]
-    pruned: list[dict[int, float]] = [{} for _ in range(batch)]
+    pruned: list[dict[str, float]] = [{} for _ in range(batch)]
     # A node is one row of the cache: (prompt row, digit string, path probability).
     after_zero = [0.0] * batch
     nodes = [(b, "", 1.0) for b in range(batch)]
@@ -192,13 +209,12 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
                 if q >= min_prob and q > 0:
                     children[b].append((q, r, prefix + str(d)))
                 elif q > 0:
-                    pruned[b][depth + 1] = pruned[b].get(depth + 1, 0.0) + q
+                    pruned[b][prefix + str(d)] = q
         chosen = []
         for b, per_prompt in enumerate(children):
             ranked = sorted(per_prompt, reverse=True)
             chosen += ranked[:top_m]
-            if len(ranked) > top_m:
-                pruned[b][depth + 1] = pruned[b].get(depth + 1, 0.0) + sum(q for q, _, _ in ranked[top_m:])
+            pruned[b].update((s, q) for q, _, s in ranked[top_m:])
         if not chosen:
             break
         parents = torch.tensor([r for _, r, _ in chosen], device=mask.device)
@@ -210,6 +226,30 @@ def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: d
         probs = out.logits[:, -1, :].float().softmax(-1)
         nodes = [(nodes[r][0], s, q) for q, r, s in chosen]
     return found, pruned, after_zero
+
+
+def by_length(pruned: dict[str, float]) -> dict[int, float]:
+    """{length: mass} of pruned digit strings ({prefix: mass}), what `account_pruned` takes."""
+    lengths: dict[int, float] = {}
+    for prefix, mass in pruned.items():
+        lengths[len(prefix)] = lengths.get(len(prefix), 0.0) + mass
+    return lengths
+
+
+def account_by_prefix(found: dict[int, float], pruned: dict[str, float], width: int) -> dict[int, float]:
+    """`found` with each pruned prefix's mass at the middle of the prices it stood for, answers padded to `width`.
+
+    A padded prefix of L <= width digits stands for the prices prefix * 10**(width - L) to that plus
+    10**(width - L) - 1 ("012" of 4: 120 to 129); its mass goes to the integer middle (124). Longer prefixes
+    (prices past the width) say no more than their lower bound and stay out, as they do of the search.
+    """
+    out = dict(found)
+    for prefix, mass in pruned.items():
+        if len(prefix) <= width:
+            step = 10 ** (width - len(prefix))
+            middle = (int(prefix) * step * 2 + step - 1) // 2
+            out[middle] = out.get(middle, 0.0) + mass
+    return out
 
 
 def account_pruned(found: dict[int, float], pruned: dict[int, float], width: int = 0) -> dict[int, float]:
@@ -375,7 +415,8 @@ class ExpectedPredictor(Predictor):
                             help=f"digit tokenizers: digits of the longest price (default {SEARCH_DIGITS})")
         parser.add_argument("--search-accounting", choices=ACCOUNTING,
                             help="digit tokenizers: give the mass the search prunes back to prices of its length "
-                                 "(by-length) or leave it out (none, the default)")
+                                 "(by-length), to the middle of each pruned prefix's range (by-prefix: padded answers "
+                                 "only) or leave it out (none, the default)")
         parser.add_argument("--interval-calibration", choices=("auto", "off"),
                             help="auto (default): widen the interval by the margin fitted on validation and stored "
                                  "beside the adapter (python -m predictors.calibration), if there is one; off: the "

@@ -162,6 +162,9 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
     rc, _, err = run_bench(common + ["--widths", 2, "--limit", 6, "--balanced-limit", 4, "--reuse", "--out", out],
                            capsys)
     assert rc == 2 and "limit 5 (now 6)" in err.strip().splitlines()[-1]
+    rc, _, err = run_bench(common + ["--widths", 2, "--limit", 5, "--balanced-limit", 4, "--search-accounting",
+                                     "by-length", "--reuse", "--out", out], capsys)
+    assert rc == 2 and "search_accounting 'none' (now 'by-length')" in err.strip().splitlines()[-1]
 
 
 def test_bench_val_split_matches_evaluate(tiny_llama_dir, items_file, tmp_path, capsys):

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import PROMPTS, dollar_id, make_bigram, token_id
-from predictors.expected import (ESTIMATES, ExpectedPredictor, PaddedAnswersWarning, account_pruned, interval,
-                                 number_tokens, point_estimate, predict_expected, price_distributions, price_quantile)
+from predictors.expected import (ESTIMATES, ExpectedPredictor, PaddedAnswersWarning, account_by_prefix, account_pruned,
+                                 by_length, interval, number_tokens, point_estimate, predict_expected,
+                                 price_distributions, price_quantile)
 from predictors.metrics import colour_for
 from predictors.report import cents
 
@@ -211,6 +212,31 @@ def test_padded_answers_by_hand(request, family):
     predictions = ExpectedPredictor().predict(PROMPTS[:2], model=model, tokenizer=tiny_tokenizer, answer_width=4)
     assert [p.price for p in predictions] == pytest.approx([(0.21 + 2 * 0.35 + 15 * 0.27) / 0.83] * 2, rel=1e-5)
     assert [p.mass for p in predictions] == pytest.approx([0.83] * 2, rel=1e-5)
+
+
+def test_pruned_prefixes_of_padded_answers_by_hand():
+    """by-prefix: a pruned padded prefix stands for a known range of prices; its mass goes to the range's middle."""
+    found = {7: 0.2, 123: 0.3}
+    pruned = {"0124": 0.05, "012": 0.1, "04": 0.2, "1": 0.05, "12345": 0.01}
+    # "0124" is 124; "012" is 120-129 (middle 124); "04" is 400-499 (449); "1" is 1000-1999 (1499); five digits
+    # are past the width and stay out.
+    assert account_by_prefix(found, pruned, 4) == pytest.approx({7: 0.2, 123: 0.3, 124: 0.15, 449: 0.2, 1499: 0.05})
+    assert by_length(pruned) == pytest.approx({4: 0.05, 3: 0.1, 2: 0.2, 1: 0.05, 5: 0.01})
+
+
+def test_the_padded_search_gives_what_it_prunes_to_the_prefixes_ranges(tiny_llama, tiny_tokenizer):
+    """With top_m 1 the padded bigram keeps only "0000", which never stops; every other prefix is pruned and
+    its mass lands in its range: "01" (.3) at 149, "02" (.2) at 249, "001" (.15) at 14, "002" (.1) at 24,
+    "0001" (.075) at 1 and "0002" (.05) at 2. Unpadded, by-prefix is refused."""
+    model = make_bigram(tiny_llama, padded_table(tiny_tokenizer))
+    (plain,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1], top_m=1, answer_width=4)
+    (accounted,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1], top_m=1, answer_width=4,
+                                       accounting="by-prefix")
+    assert sum(plain.values()) < 1e-6
+    kept = {v: p for v, p in accounted.items() if p > 1e-6}
+    assert kept == pytest.approx({149: 0.3, 249: 0.2, 14: 0.15, 24: 0.1, 1: 0.075, 2: 0.05}, rel=1e-5)
+    with pytest.raises(ValueError, match="by-prefix accounting needs answers padded"):
+        price_distributions(model, tiny_tokenizer, PROMPTS[:1], accounting="by-prefix")
 
 
 def test_padded_answers_need_a_digit_tokenizer(tiny_llama3, tiny_tokenizer3):
