@@ -173,7 +173,7 @@ def _top_numbers(probs: Any, number_values: dict[int, int], top_k: int) -> list[
 
 def _digit_search(model: Any, cache: Any, mask: Any, probs: Any, digit_values: dict[int, int], max_digits: int,
                   top_m: int, min_prob: float, padded: bool = False
-                  ) -> tuple[list[dict[int, float]], list[dict[int, float]], list[float]]:
+                  ) -> tuple[list[dict[int, float]], list[dict[str, float]], list[float]]:
     """The breadth-first digit search of `price_distributions` for one batch; `cache` is updated in place.
     `padded`: leading zeros continue ("0123" is 123); otherwise a leading "0" is only the price 0.
 
