@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
+
+from bench.cli import print_or_fail
 
 
 def losses(path: str | Path) -> dict[int, float]:
@@ -43,16 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if len(args.files) % 2:
         p.error("give the metrics.jsonl files in pairs")
-    try:
-        for a, b in zip(args.files[::2], args.files[1::2]):
-            r = agreement(losses(a), losses(b), args.spike)
-            print(f"{a} vs {b}: {r['steps']} steps to {r['last']}; |diff| median {r['median_abs_diff']:.4f}, "
-                  f"max {r['max_abs_diff']:.3f} at step {r['max_at']}; {r['spikes']} over {args.spike}; "
-                  f"mean loss {r['mean_a']:.4f} vs {r['mean_b']:.4f}")
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return print_or_fail(compared(args.files, args.spike))
+
+
+def compared(files: Sequence[str], spike: float) -> Iterator[str]:
+    """One line per pair of metrics.jsonl files (A B A2 B2 ...)."""
+    for a, b in zip(files[::2], files[1::2]):
+        r = agreement(losses(a), losses(b), spike)
+        yield (f"{a} vs {b}: {r['steps']} steps to {r['last']}; |diff| median {r['median_abs_diff']:.4f}, "
+               f"max {r['max_abs_diff']:.3f} at step {r['max_at']}; {r['spikes']} over {spike}; "
+               f"mean loss {r['mean_a']:.4f} vs {r['mean_b']:.4f}")
 
 
 if __name__ == "__main__":

@@ -26,19 +26,16 @@ if [ "${1:-}" = --paired ]; then
     echo "== $s"
     python evaluate.py --compare $D/ridge-$s $unpadded $smol $gemma | sed -n '/^paired/,$p' || exit 1
   done
-  # the best epoch kept (issue19_gpu.sh keep-best) against each model's recipe as it was then
-  for s in val $splits; do
-    shipped $s
-    echo "== $s, best epoch kept against the shipped recipe"
-    python evaluate.py --compare $unpadded $D/smol-e6best-$s | sed -n '/^paired/,$p' || exit 1
-    python evaluate.py --compare $gemma $D/gemma-e4best-$s | sed -n '/^paired/,$p' || exit 1
-  done
-  # the answer padded to 4 digits (issue19_gpu.sh format) against each model's shipped recipe, and against ridge
-  for s in val $splits; do
-    shipped $s
-    echo "== $s, answer padded to 4 digits against the unpadded recipe"
-    python evaluate.py --compare $unpadded $D/smol-w4-$s | sed -n '/^paired/,$p' || exit 1
-    python evaluate.py --compare $gemma $D/gemma-w4-$s | sed -n '/^paired/,$p' || exit 1
+  # recipe changes against the recipes they change (SmolLM2's unpadded, Gemma's shipped): the best epoch kept
+  # (issue19_gpu.sh keep-best), the answer padded to 4 digits (issue19_gpu.sh format)
+  for change in "best epoch kept:e6best:e4best" "answer padded to 4 digits:w4:w4"; do
+    IFS=: read -r label smolrun gemmarun <<< "$change"
+    for s in val $splits; do
+      shipped $s
+      echo "== $s, $label against the recipe it changes"
+      python evaluate.py --compare $unpadded $D/smol-$smolrun-$s | sed -n '/^paired/,$p' || exit 1
+      python evaluate.py --compare $gemma $D/gemma-$gemmarun-$s | sed -n '/^paired/,$p' || exit 1
+    done
   done
   # each point estimate on held-out musical-appliances, against the mean, and ridge against the mean
   echo "== held-out musical-appliances, each estimate against the mean"

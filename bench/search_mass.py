@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
+from pathlib import Path
 from typing import Sequence
 
+from bench.cli import print_or_fail
 from bench.estimators import load_distributions
 from predictors.metrics import BUCKETS
 
@@ -39,18 +40,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.search_mass", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", help="<name>-w<width>-<split>.dists.json.gz files of bench.estimators")
-    args = p.parse_args(argv)
-    try:
-        for path in args.files:
-            body = load_distributions(path)
-            overall = statistics.fmean(sum(d.values()) for d in body["dists"])
-            cells = "  ".join(f"{name} {m:.2f} ({n})" for name, n, m in mass_by_bucket(body["truths"], body["dists"])
-                              if m is not None)
-            print(f"{describe(body['record'])}: {len(body['dists'])} items, mass {overall:.3f}; {cells}")
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return print_or_fail(summary(path) for path in p.parse_args(argv).files)
+
+
+def summary(path: str) -> str:
+    """One saved file's line: what it is, its items, its mean mass and the mass by truth bucket."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no {path}: give .dists.json.gz files that bench.estimators saved")
+    body = load_distributions(path)
+    overall = statistics.fmean(sum(d.values()) for d in body["dists"])
+    cells = "  ".join(f"{name} {m:.2f} ({n})" for name, n, m in mass_by_bucket(body["truths"], body["dists"])
+                      if m is not None)
+    return f"{describe(body['record'])}: {len(body['dists'])} items, mass {overall:.3f}; {cells}"
 
 
 if __name__ == "__main__":

@@ -208,3 +208,23 @@ def test_curve_agreement_by_hand(tmp_path, capsys):
     (tmp_path / "c.jsonl").write_text(json.dumps({"step": 60, "loss": 0.5}) + "\n")
     assert main([str(tmp_path / "a.jsonl"), str(tmp_path / "c.jsonl")]) == 2
     assert capsys.readouterr().err.strip() == "error: the two runs logged no step in common"
+
+
+def test_search_mass_by_true_price(tmp_path, capsys):
+    """bench.search_mass: the mean covered mass per truth bucket, from a file as bench.estimators saves it."""
+    from bench.estimators import save_distributions
+    from bench.search_mass import main, mass_by_bucket
+
+    truths = [5.0, 8.0, 40.0, 500.0]
+    dists = [{5: 0.9}, {7: 0.5, 9: 0.3}, {40: 0.6}, {450: 0.2, 520: 0.1}]
+    rows = {name: (n, m) for name, n, m in mass_by_bucket(truths, dists)}
+    assert rows["<$10"] == (2, pytest.approx(0.85)) and rows["$10-50"] == (1, pytest.approx(0.6))
+    assert rows["$300-1000"] == (1, pytest.approx(0.3)) and rows["$50-100"] == (0, None)
+    path = tmp_path / "m-w30-val.dists.json.gz"
+    save_distributions(path, {"record": {"name": "m", "split": "val", "search_width": 30}, "titles": list("abcd"),
+                              "truths": truths, "dists": dists})
+    assert main([str(path)]) == 0
+    assert capsys.readouterr().out.strip() == ("m val, width 30: 4 items, mass 0.650; <$10 0.85 (2)  $10-50 0.60 (1)  "
+                                               "$300-1000 0.30 (1)")
+    assert main([str(tmp_path / "none.gz")]) == 2
+    assert capsys.readouterr().err.startswith("error: no ")
