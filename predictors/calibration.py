@@ -2,7 +2,7 @@
 on validation (conformalized quantile regression, Romano, Patterson and Candes 2019, in log price).
 
 The model's own 10th-90th percentiles are too narrow for a fine-tuned pricer (the shipped SmolLM2
-adapter's cover 57% of validation truths, not 80%). For each validation item the conformity score is
+adapter's cover 50% of validation truths, not 80%). For each validation item the conformity score is
 how far the truth falls outside its interval in log terms, negative inside:
 
     E_i = max(ln low_i - ln y_i, ln y_i - ln high_i)
