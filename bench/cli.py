@@ -5,7 +5,8 @@ import sys
 from typing import Iterable
 
 
-def print_or_fail(lines: Iterable[str], errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError)) -> int:
+def print_or_fail(lines: Iterable[str],
+                  errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError)) -> int:
     """Print each line as it is made; a user error (one of `errors`) prints `error: ...` instead and returns 2."""
     try:
         for line in lines:

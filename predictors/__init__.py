@@ -29,7 +29,8 @@ from predictors.run import (device_name, in_length_order, load_model, model_name
                             provenance, resolve_base, run_settings)
 
 __all__ = [
-    "add_answer_width_option", "add_model_options", "add_predictor_options", "append_to_model_card", "BUCKETS", "chart_title", "check_out_dir",
+    "add_answer_width_option", "add_model_options", "add_predictor_options", "append_to_model_card", "BUCKETS",
+    "chart_title", "check_out_dir",
     "colour_for", "colours_for", "compare_folders", "compute_metrics", "constant_prediction", "device_name",
     "ESTIMATES", "ExpectedPredictor", "extract_price", "format_compare", "format_summary", "get_predictor",
     "greedy_tokens", "GreedyPredictor", "in_length_order", "load_model", "load_reports", "MeanBaseline",

@@ -122,7 +122,8 @@ def price_distributions(model: Any, tokenizer: Any, prompts: Sequence[str], batc
                 after_zero += zeros
             for row, i in enumerate(idx):
                 raw[i] = sum(found[row].values())
-                dists[i] = found[row] if pruned is None else _accounted(found[row], pruned[row], accounting, answer_width)
+                dists[i] = (found[row] if pruned is None
+                            else _accounted(found[row], pruned[row], accounting, answer_width))
             bar.update(len(idx))
     if searched is not None:
         searched[:] = raw

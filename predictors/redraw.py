@@ -17,7 +17,8 @@ def redraw(folder: Any, log_axes: bool = True) -> Any:
 
     folder = Path(folder)
     report, rows = read_report(folder / "report.json"), read_predictions(folder)
-    fig = plot_chart([r["truth"] for r in rows], [r["guess"] for r in rows], chart_title(report.get("name") or folder.name, report),
+    title = chart_title(report.get("name") or folder.name, report)
+    fig = plot_chart([r["truth"] for r in rows], [r["guess"] for r in rows], title,
                      bool(report.get("score_failures_as_zero")), log_axes)
     atomic_write(folder / "chart.png", lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
     return folder / "chart.png"

@@ -283,3 +283,4 @@ def test_padded_answers_are_trained_on_and_priced_as_such(tiny_llama_dir, tmp_pa
     assert any(a.startswith("0") for a in answers)   # the bundled prices are mostly under $1,000
     assert widths == [4] and "val_rmsle" in metrics(out)[-1]
     assert load_config(out / "config.yaml").data.answer_width == 4
+    assert "- answers: the price zero-padded to 4 digits (`Price is $0012.00`" in (out / "adapter" / "README.md").read_text()

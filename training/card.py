@@ -39,6 +39,10 @@ def model_card(cfg: Config, name: str, metrics: dict[str, Any], data: dict[str, 
                                                                 t.loraplus_ratio != 1 else ""),
         f"- data: `{cfg.data.source}`, {data.get('items')} items after de-duplication, split seed {cfg.data.seed} "
         f"(train/val/test hash {data.get('split')}); prompts cut to {cfg.data.max_text_tokens} text tokens",
+        *([f"- answers: the price zero-padded to {cfg.data.answer_width} digits "
+           f"(`Price is ${12:0{cfg.data.answer_width}d}.00`, data.answer_width); evaluate.py and predict.py read the "
+           "width from `training-config.yaml`, and other tools must read its leading zeros as padding"]
+          if cfg.data.answer_width else []),
         "- the full config: `training-config.yaml` in this folder (evaluate.py and predict.py read their defaults "
         "from it); code, versions and device: `run.json` beside the run", "",
         "## Validation", "", *_metrics_lines(metrics), "",
