@@ -39,4 +39,3 @@ def plot_chart(truths: Sequence[float], guesses: Sequence[float | None], title: 
     ax.scatter(truths, filled, s=3 if len(truths) > 300 else 8, c=colours)
     ax.set(xlabel="Ground Truth ($)", ylabel="Model Estimate ($)", xlim=(bottom, top), ylim=(bottom, top), title=title)
     return fig
-

@@ -32,8 +32,15 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def add_answer_width_option(p: argparse.ArgumentParser) -> None:
     """--answer-width: the digits the model pads its answers to, as it was trained (data.answer_width)."""
-    p.add_argument("--answer-width", type=int, help="digits the adapter's answers are zero-padded to "
-                                                    "(data.answer_width); default: the run's, else 0 (unpadded)")
+    p.add_argument("--answer-width", type=_width, help="digits the adapter's answers are zero-padded to "
+                                                       "(data.answer_width); default: the run's, else 0 (unpadded)")
+
+
+def _width(text: str) -> int:
+    """An answer width: a whole number of digits, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of digits (0 or more)")
+    return int(text)
 
 
 DEFAULT_PREDICTOR = "greedy"

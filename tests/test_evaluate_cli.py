@@ -208,6 +208,8 @@ def test_options_default_to_what_the_run_trained_with(tmp_path):
     plain = ev.parse_args(["--base", "b", "--data", "d", "--out", "o"])
     assert (plain.seed, plain.test_fraction, plain.bits, plain.compute_dtype) == (42, 0.1, 4, "bfloat16")
     assert plain.answer_width == 0
+    with pytest.raises(SystemExit):
+        ev.parse_args(["--base", "b", "--data", "d", "--out", "o", "--answer-width", "-1"])
 
 
 
