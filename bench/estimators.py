@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -142,9 +141,7 @@ def measure(model: Any, tokenizer: Any, args: argparse.Namespace, base: str, spl
     seconds = time.perf_counter() - start
     dists = [dict(sorted(d.items())) for d in dists]   # as load_distributions reads them: same sums, same bits
     record = provenance(split_args(args, split), model_name(args.adapter, base), base, model, len(items),
-                        seconds, {**search_record(dists, width, args.search_digits),
-                                  "search_accounting": args.search_accounting,
-                                  "search_mass": statistics.fmean(searched) if searched else 0.0})   # as searched
+                        seconds, search_record(searched, width, args.search_digits, args.search_accounting))
     return {"record": record, "titles": [it.title for it in items], "truths": [it.price for it in items],
             "dists": dists}
 

@@ -52,7 +52,7 @@ def completion(item: Item, width: int = 0) -> str:
     with `width` > 0 the dollars zero-padded to that many digits ("0123.00" for 4)."""
     if width < 0:
         raise ValueError(f"answer width must be 0 (unpadded) or more, not {width}")
-    return f"{round(item.price):0{width}d}.00" if width else f"{round(item.price)}.00"
+    return f"{round(item.price):0{width}d}.00"   # width 0 pads nothing
 
 
 def full_train_text(item: Item, tokenizer: Any = None, max_text_tokens: int | None = MAX_TEXT_TOKENS, *,

@@ -377,10 +377,11 @@ def predict_expected(model: Any, tokenizer: Any, prompts: Sequence[str], batch_s
     return [point_estimate(d, how) for d in price_distributions(model, tokenizer, prompts, batch_size, **search)]
 
 
-def search_record(dists: Sequence[dict[int, float]], width: int, digits: int) -> dict:
-    """What report.json says about the distributions: the digit search's bounds and the mean mass it covered."""
-    return {"search_width": width, "search_digits": digits,
-            "search_mass": statistics.fmean(sum(d.values()) for d in dists)}
+def search_record(searched: Sequence[float], width: int, digits: int, accounting: str = "none") -> dict:
+    """What report.json says about a search: its bounds and accounting, and the mean mass it covered
+    (`searched`, price_distributions' masses as searched, before any accounting)."""
+    return {"search_width": width, "search_digits": digits, "search_accounting": accounting,
+            "search_mass": statistics.fmean(searched) if searched else 0.0}
 
 
 @register

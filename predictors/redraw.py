@@ -2,34 +2,27 @@
 predictions.csv, for reports that travelled without their charts (a GPU machine returns few files)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
-from predictors.chart import chart_title, plot_chart
+from predictors.chart import chart_title
+from predictors.report import ReportError, read_predictions, read_report, write_chart
 
 
-def redraw(folder: Any, log_axes: bool = True) -> Any:
+def redraw(folder: Any, log_axes: bool = True) -> Path:
     """Draw a report folder's chart.png again from its report.json and predictions.csv (for reports that
     travelled without their charts); returns the chart's path. ReportError when the folder is not a report."""
-    from pathlib import Path
-
-    from predictors.report import read_predictions, read_report
-    from utils.atomic import atomic_write
-
     folder = Path(folder)
     report, rows = read_report(folder / "report.json"), read_predictions(folder)
-    title = chart_title(report.get("name") or folder.name, report)
-    fig = plot_chart([r["truth"] for r in rows], [r["guess"] for r in rows], title,
-                     bool(report.get("score_failures_as_zero")), log_axes)
-    atomic_write(folder / "chart.png", lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
-    return folder / "chart.png"
+    return write_chart(folder, [r["truth"] for r in rows], [r["guess"] for r in rows],
+                       chart_title(report.get("name") or folder.name, report),
+                       bool(report.get("score_failures_as_zero")), log_axes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m predictors.redraw FOLDER ... [--linear]: redraw each report folder's chart.png."""
     import argparse
     import sys
-
-    from predictors.report import ReportError
 
     p = argparse.ArgumentParser(prog="python -m predictors.redraw", description=main.__doc__)
     p.add_argument("folders", nargs="+", help="evaluate.py report folders (report.json and predictions.csv)")

@@ -82,10 +82,17 @@ def write_report(out_dir: str | os.PathLike, titles: Sequence[str], truths: Sequ
     report = build_report(truths, guesses, provenance, failures_as_zero, intervals=intervals)
     atomic_write_text(out / "predictions.csv", prediction_rows(titles, truths, guesses, failures_as_zero, header=True,
                                                                intervals=intervals))
-    fig = plot_chart(truths, guesses, chart_title(name, report), failures_as_zero, log_axes)
-    atomic_write(out / "chart.png", lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
+    write_chart(out, truths, guesses, chart_title(name, report), failures_as_zero, log_axes)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def write_chart(out: Path, truths: Sequence[float], guesses: Sequence[float | None], title: str,
+                failures_as_zero: bool = False, log_axes: bool = True) -> Path:
+    """Draw the course's chart (`plot_chart`) into out/chart.png, atomically; return its path."""
+    fig = plot_chart(truths, guesses, title, failures_as_zero, log_axes)
+    atomic_write(out / "chart.png", lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
+    return out / "chart.png"
 
 
 def format_summary(report: dict) -> str:
