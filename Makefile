@@ -10,23 +10,49 @@ VENV_FLAGS := $(if $(TORCH_SPEC),,--system-site-packages)
 RUNTIME := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
+# What a fresh clone installs is what CI tested: requirements.lock (runtime) and requirements-dev.lock
+# (runtime + tests) pin every package with its sha256, resolved by uv from the ranges in
+# requirements*.txt and the pins in lock-pins.txt (`make lock` regenerates both). A GPU image
+# (TORCH_SPEC=) keeps its own torch and installs the ranges instead: its torch is not the lock's.
+UV_SPEC ?= uv==0.13.9
+LOCK_OPTS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels \
+	--generate-hashes --no-header -c lock-pins.txt
+LATEST ?= .venv-latest
 
-.PHONY: install test demo clean-demo
+.PHONY: install test demo clean-demo lock test-latest
+
+define install_from
+	@test -x $(1)/bin/python || $(PYTHON) -m venv $(VENV_FLAGS) $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(if $(TORCH_SPEC),$(1)/bin/python -m pip install -q --require-hashes -r $(2),$(1)/bin/python -m pip install -q -r $(3))
+endef
 
 # What pricer itself needs (the demo stops here) ...
-$(RUNTIME): requirements.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
-	$(BIN)/python -m pip install -q -r requirements.txt
+$(RUNTIME): requirements.lock requirements.txt
+	$(call install_from,$(VENV),requirements.lock,requirements.txt)
 	@touch $(RUNTIME)
 
 # ... and what the tests and benchmarks add: the reference stack (peft, trl), scikit-learn, hypothesis.
-$(STAMP): $(RUNTIME) requirements-dev.txt
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
+$(STAMP): $(RUNTIME) requirements-dev.lock requirements-dev.txt
+	$(call install_from,$(VENV),requirements-dev.lock,requirements-dev.txt)
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerate the locks from the ranges (the one documented command; commit what it writes).
+lock:
+	@test -x .venv-uv/bin/uv || ($(PYTHON) -m venv .venv-uv && .venv-uv/bin/python -m pip install -q "$(UV_SPEC)")
+	.venv-uv/bin/uv pip compile requirements-dev.txt $(LOCK_OPTS) -o requirements-dev.lock
+	.venv-uv/bin/uv pip compile requirements.txt $(LOCK_OPTS) -c requirements-dev.lock -o requirements.lock
+
+# The suite on the newest releases the ranges admit today, in a venv of its own (the lock is untouched).
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q $(if $(TORCH_SPEC),"$(TORCH_SPEC)") -r requirements-dev.txt
+	$(LATEST)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|accelerate|bitsandbytes|peft|trl|datasets) "
+	$(LATEST)/bin/python -m pytest -q
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -12,6 +12,7 @@ from data import IGNORE_INDEX
 from lora import lora_parameters
 from training.errors import ConfigError
 from training.loss import CompletionLossModel, StaticCompletionLoss
+from utils.compat import trace_scoped_side_effects_under_checkpointing
 
 
 class CudaGraphLoss:
@@ -104,6 +105,7 @@ def compile_decoder_layers(model: nn.Module, **options: Any) -> int:
     if not isinstance(layers, nn.ModuleList) or not len(layers):
         raise ConfigError(f"train.compile: found no decoder layers in {type(model).__name__} "
                           "(expected model.get_decoder().layers)")
+    trace_scoped_side_effects_under_checkpointing()
     for layer in layers:
         layer.compile(**options)
     return len(layers)

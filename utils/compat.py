@@ -1,8 +1,8 @@
 """Every use of a private or version-dependent API of torch, accelerate, transformers and
 bitsandbytes, in one place, each with the versions it was checked on.
 
-Checked on: torch 2.11 (GPU image) and 2.13 (CPU); transformers 5.17 and 5.24; accelerate
-1.15; bitsandbytes 0.50.2. When one of them moves, this file is the one to fix, and the tests
+Checked on: torch 2.11 (GPU image) and 2.13 (CPU); transformers 5.17, 5.24 and 5.25; accelerate
+1.15 and 1.16; bitsandbytes 0.50.2; kernels 0.19. When one of them moves, this file is the one to fix, and the tests
 that call these functions say which broke.
 """
 from __future__ import annotations
@@ -45,6 +45,23 @@ def disable_cpu_4bit_repacking(model: nn.Module) -> None:
 def non_persistent_buffers(module: nn.Module) -> set[str]:
     """Names of the module's own buffers that state_dict leaves out (`_non_persistent_buffers_set`). torch 2.4-2.13."""
     return set(module._non_persistent_buffers_set)
+
+
+def trace_scoped_side_effects_under_checkpointing() -> None:
+    """Let dynamo trace a checkpointed layer whose forward sets and resets a context variable.
+
+    From transformers 5.25 every attention forward routes its rotary function through the
+    `kernels` package's `_ACTIVE_KERNEL_FUNCS` context variable, set on entry and reset before
+    it returns. Under activation checkpointing dynamo refuses to trace that set ("HOP: Unsafe
+    side effect") and the compiled layer falls back to eager around it, unless it may skip
+    replaying the side effect in the backward's recomputation: safe here, since the variable is
+    back to its old value when the layer returns. `skip_fwd_side_effects_in_bwd_under_checkpoint`
+    is a dynamo config flag (checked on torch 2.13; where a torch lacks it, nothing is done).
+    """
+    import torch._dynamo.config as dynamo_config
+
+    if hasattr(dynamo_config, "skip_fwd_side_effects_in_bwd_under_checkpoint"):
+        dynamo_config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
 
 
 def ddp_ignore(module: nn.Module, names: list[str]) -> None:
