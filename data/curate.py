@@ -9,8 +9,24 @@ The course then cut the text to 160 tokens of Llama 3.1's tokenizer; pricer does
 cut in `data.prompts`, with the tokenizer of the model being trained. The course's second
 length floor (more than 150 tokens) is tokenizer-specific and is not applied here.
 
-Curated rows (title/text/price, like the bundled files) are already cleaned: they only
-get the price and non-empty checks, never a second scrub.
+That cleaning is for raw Amazon metadata only: rows with `features` or `details`, or a
+`description` list, as the hub's files have them. Every other row is a listing as written, in
+one of three shapes, and all three give the model the same text for the same product:
+
+    text                       "Fender Frontman 10G\n10 watt practice amp"   (title on its first line)
+    title + text               "Fender Frontman 10G", "10 watt practice amp"
+    title + description        "Fender Frontman 10G", "10 watt practice amp"
+
+The text is the title on the first line, then the body, with nothing dropped: line ends become
+"\n", the ends are stripped, a title's own line breaks become spaces, and a text holding a whole
+course prompt is unwrapped to its item text. A separate title goes before the body unless the
+body's first line already is that title (compared on letters and digits, as given or as the course
+cleaned it, after a "Title:" label), so the bundled rows, which carry their cleaned title inside
+`text`, read exactly as they were trained on, and a listing split into title and text reads as
+the whole. A title the course's cleaning erases whole (only part numbers, like "ExZeus2") counts
+as held too, as the course's rows then have no title line; put such a title on the text's first
+line instead. No cleaning is applied to these rows because the bundled curated text cannot be
+cleaned again without changing the prompts the shipped adapters learnt.
 """
 from __future__ import annotations
 
@@ -29,10 +45,11 @@ REMOVALS: tuple[str, ...] = (
     "Best Sellers", "Number", "Product ",
 )
 RAW_TEXT_FIELDS = ("description", "features", "details")
-RAW_FIELDS = (*RAW_TEXT_FIELDS, "main_category")
+RAW_FIELDS = ("features", "details")   # only the hub's metadata has these; a description alone is a listing
 _COLLAPSE = re.compile(r'[:\[\]"{}【】\s]+')
 _PRICE = re.compile(r"-?\$?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?|-?\$?\s*\.\d+")
 _MISSING = {"", "none", "null", "nan", "n/a"}
+_TITLE_LABEL = re.compile(r"\s*title\s*:", re.IGNORECASE)   # fragments' rows begin "Title: <title>"
 
 
 @dataclass(frozen=True)
@@ -100,8 +117,8 @@ def scrub_details(details: str, removals: tuple[str, ...] = REMOVALS) -> str:
 
 
 def is_raw_row(row: dict) -> bool:
-    """True for Amazon-Reviews-2023 metadata rows (no `text`, some of the raw fields)."""
-    return "text" not in row and any(k in row for k in RAW_FIELDS)
+    """True for Amazon-Reviews-2023 metadata rows (no `text`; features, details or a description list)."""
+    return "text" not in row and (any(k in row for k in RAW_FIELDS) or isinstance(row.get("description"), list))
 
 
 def curate(row: dict, config: CurationConfig | None = None, *, source: str | None = None) -> Item:
@@ -110,7 +127,7 @@ def curate(row: dict, config: CurationConfig | None = None, *, source: str | Non
     if not isinstance(row, dict):
         raise SkipRow("not an object")
     price = check_price(parse_price(row.get("price")), config)
-    item = _curate_raw(row, price, config, source) if is_raw_row(row) else _curate_curated(row, price, source)
+    item = _curate_raw(row, price, config, source) if is_raw_row(row) else _curate_listing(row, price, source)
     try:
         (item.title + item.text + (item.category or "")).encode("utf-8")
     except UnicodeEncodeError:   # a lone surrogate from a JSON \ud800 escape: no UTF-8 file could hold it
@@ -166,12 +183,45 @@ def _unwrap_prompt(text: str) -> str:
     return text.strip()
 
 
-def _curate_curated(row: dict, price: float, source: str | None) -> Item:
-    text = row.get("text")
-    if not isinstance(text, str) or not _unwrap_prompt(text):
+def _letters(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def holds_title(text: str, title: str) -> bool:
+    """Whether `text`'s first line already is `title` (as given or course-cleaned; see the module docstring)."""
+    first = text.split("\n", 1)[0]
+    label = _TITLE_LABEL.match(first)
+    first = _letters(first[label.end():] if label else first)
+    cleaned = _letters(scrub(title))
+    return not cleaned or first in (_letters(title), cleaned)
+
+
+def listing_text(title: object, body: object) -> str:
+    """What the model reads of a listing: its title on the first line, then its body (module docstring)."""
+    body = _unwrap_prompt(_line_ends(body)) if isinstance(body, str) else ""
+    title = one_line(title) if isinstance(title, str) else ""
+    if not title or (body and holds_title(body, title)):
+        return body
+    return f"{title}\n{body}".strip()
+
+
+def one_line(title: str) -> str:
+    """A title with its line breaks as spaces and its ends stripped."""
+    return " ".join(part.strip() for part in _line_ends(title).split("\n") if part.strip())
+
+
+def _line_ends(text: str) -> str:
+    # Spreadsheet exports keep CRLF inside quoted cells; the same listing typed or piped has "\n".
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _curate_listing(row: dict, price: float, source: str | None) -> Item:
+    body = row.get("text") if "text" in row else row.get("description")
+    title = row.get("title") if isinstance(row.get("title"), str) else ""
+    if "text" not in row and not title.strip():
+        raise SkipRow("missing title")
+    if not isinstance(body, str) or not _unwrap_prompt(body):
         raise SkipRow("empty text")
-    text = _unwrap_prompt(text)
-    title = row.get("title")
-    if not isinstance(title, str) or not title.strip():
-        title = text.split("\n", 1)[0]
-    return Item(title=title.strip(), text=text, price=price, category=_category(row), source=source)
+    text = listing_text(title, body)
+    return Item(title=one_line(title) or text.split("\n", 1)[0].strip(), text=text, price=price,
+                category=_category(row), source=source)

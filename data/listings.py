@@ -2,16 +2,18 @@
 
 A listing is what the model reads (title on the first line of `text`); `truth` is its price
 when the row has a usable one (so predict.py can show how far off it was), else None. Rows are
-read as `load_items` reads them (JSONL, CSV, parquet, gzip; curated title/text rows or raw
-Amazon metadata), cleaned the same way, but no price column is needed and no length floor
-applies: a short listing is still a listing to price.
+read as `load_items` reads them (JSONL, CSV, parquet, gzip; text, title + text, title +
+description or raw Amazon metadata), but no price column is needed and no length floor
+applies: a short listing is still a listing to price. A typed or piped listing
+(`listing_from_text`) is joined to its title by the same rule as a row (`data.curate`'s
+docstring), so the same product reads the same from a file, --title/--text or stdin.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from data.curate import CurationConfig, SkipRow, curate, parse_price
+from data.curate import CurationConfig, SkipRow, curate, listing_text, one_line, parse_price
 from data.items import DataError
 from data.sources import LoadReport, read_rows
 
@@ -27,14 +29,17 @@ class Listing:
     truth: float | None = None
 
 
-def listing_from_text(text: str, title: str | None = None) -> Listing:
-    """A typed listing: `text` (its first line is the title) or `title` + `text`; DataError when empty."""
-    text = (text or "").strip()
-    title = (title or "").strip()
-    if not text and not title:
+def listing_from_text(text: str, title: str | None = None, where: str = "--text") -> Listing:
+    """A typed listing: `text` (its first line is the title) and maybe `title`; DataError when empty or not UTF-8."""
+    for name, value in ((where, text), ("--title", title)):
+        bad = next((i for i, c in enumerate(value or "") if "\udc80" <= c <= "\udcff"), None)
+        if bad is not None:   # a byte that is not UTF-8, as argv and a surrogateescape stdin carry it
+            raise DataError(f"{name} holds a byte that is not UTF-8 (0x{ord(value[bad]) - 0xdc00:02x} at character "
+                            f"{bad + 1}); save the listing as UTF-8 and try again")
+    body = listing_text(title, text)
+    if not body:
         raise DataError("the listing is empty: pass --text \"...\" (and --title), a file, or text on stdin")
-    body = f"{title}\n{text}" if title and text else title or text
-    return Listing(title=title or body.split("\n", 1)[0].strip(), text=body)
+    return Listing(title=one_line(title or "") or body.split("\n", 1)[0].strip(), text=body)
 
 
 def load_listings(source: str | Path, fmt: str | None = None, report: LoadReport | None = None) -> list[Listing]:
