@@ -14,10 +14,12 @@ green, orange and red. A reply with no number is a failure: counted in `failures
 (red), and scored as a guess of $0 in the average error and RMSLE; --score-failures-as-zero
 scores it as $0 in the colours too, as the course did.
 
---out is checked before anything is read. Predictions are written batch by batch: after each
-batch its rows are appended to predictions.csv and report.json counts them (`"complete": false`),
-so Ctrl-C or a crash keeps what was done, and --resume (same options, same --out) continues it
-to the files an uninterrupted run writes (predictors/outputs.py).
+--out is checked before anything is read, and held by this process alone (utils/folder_lock.py)
+until it ends. Predictions are written batch by batch: after each batch its rows are appended to
+predictions.csv and report.json counts them (`"complete": false`), so Ctrl-C, a crash or a full disk
+keeps what was done, and --resume (same options, same --out, same adapter weights and items)
+continues it to the files an uninterrupted run writes (predictors/outputs.py). A fresh run into an
+--out holding an earlier evaluation is refused; --overwrite moves that one aside first.
 
     python evaluate.py --adapter runs/demo/adapter --data data/amazon-prices --out runs/demo/eval
     python evaluate.py --adapter runs/demo/adapter --data data/amazon-prices --out runs/demo/eval --resume
@@ -29,10 +31,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from predictors import (OptionError, ReportFolder, add_model_options, add_predictor_options, append_to_model_card,
+from predictors import (OutputWriteError, ReportFolder, add_model_options, add_predictor_options, append_to_model_card,
                         check_out_dir, compare_folders, device_name, format_compare, format_summary, in_length_order,
-                        load_model, load_reports, model_name, pick_items, predict_in_batches, predictor_from_args,
-                        resolve_base, run_settings, with_run_defaults)
+                        load_model, load_reports, model_name, pick_items, positive_int, predict_in_batches,
+                        predictor_from_args, resolve_base, run_settings, with_run_defaults)
+from utils.folder_lock import hold_folder
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -41,13 +44,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compare", nargs="+", metavar="DIR", help="print these report folders side by side and exit")
     add_model_options(p)
     p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
-    p.add_argument("--limit", type=int, help="evaluate a deterministic sample of N items of the split")
+    p.add_argument("--limit", type=positive_int, help="evaluate a deterministic sample of N items of the split")
     p.add_argument("--sample", choices=("pool", "balanced"), default="pool",
                    help="how --limit draws: by hash from the split, or spread over price buckets")
     add_predictor_options(p)
     p.add_argument("--out", help="folder for report.json, predictions.csv and chart.png")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted evaluation in --out (run with the same options)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out holding an earlier evaluation, moving its files aside (not deleted)")
     p.add_argument("--linear-chart", action="store_true", help="chart.png on the course's linear axes (default: log)")
     p.add_argument("--score-failures-as-zero", action="store_true",
                    help="score a reply with no price as a $0 guess in the colours too, as the course did "
@@ -55,23 +60,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.compare and (not args.data or not args.out):
         p.error("--data and --out are required (or --compare DIR ...)")
-    if args.limit is not None and args.limit <= 0:
-        p.error("--limit must be a positive number of items")
-    if args.batch_size <= 0:
-        p.error("--batch-size must be positive")
+    if args.resume and args.overwrite:
+        p.error("--resume continues the evaluation in --out, --overwrite moves it aside: pass one of them")
     try:
-        predictor_from_args(args)   # a usage error now, before any data or model is read
+        predictor_from_args(args)   # a usage error now, before any data or model is read (a bad calibration too)
         return with_run_defaults(args)
-    except OptionError as e:
+    except ValueError as e:
         p.error(str(e))
 
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate as the arguments say, writing the outputs batch by batch, and return the report."""
+    check_out_dir(args.out)
+    with hold_folder(args.out, "evaluate.py"):   # FolderBusyError while another process writes it
+        return evaluate_into(args)
+
+
+def evaluate_into(args: argparse.Namespace) -> dict:
+    """run()'s work, with --out checked and held."""
     from data import test_prompt
     from quant import load_tokenizer, resolve_model
 
-    check_out_dir(args.out)
     items, train_prices = pick_items(args)
     predictor = predictor_from_args(args)
     base = resolve_base(args.adapter, args.base) if predictor.needs_model else None
@@ -81,8 +90,10 @@ def run(args: argparse.Namespace) -> dict:
     prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items]
     if predictor.needs_model:
         items, prompts = in_length_order(items, prompts, tokenizer)   # the batches a whole-split predict() forms
-    opened = ReportFolder.resume if args.resume else ReportFolder.fresh
-    folder = opened(args.out, items, settings, args.score_failures_as_zero)   # a refused --resume costs no model load
+    if args.resume:   # refused before the model loads: a mismatch costs nothing
+        folder = ReportFolder.resume(args.out, items, settings, args.score_failures_as_zero)
+    else:
+        folder = ReportFolder.fresh(args.out, items, settings, args.score_failures_as_zero, args.overwrite)
     folder.log_axes = not args.linear_chart
     model = None
     if predictor.needs_model:
@@ -99,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; user errors print `error: ...` and return 2."""
+    """Run the CLI; user errors print `error: ...` and return 2, an output that cannot be written returns 1."""
     args = parse_args(argv)
     try:
         if args.compare:
@@ -116,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OutputWriteError as e:   # as train.py's failed checkpoint save: the run is sound, the disk is not
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(format_summary(report))
     print(f"wrote report.json, predictions.csv and chart.png to {args.out}")
     return 0

@@ -26,6 +26,17 @@ class OptionError(ValueError):
     """A predictor option out of range, or given to another predictor than the one chosen."""
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number 1 or more (argparse turns the error into one usage line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
 class Predictor:
     """A way to price prompts that end in "Price is $". Subclass it in a file of predictors/ and `@register` it.
 

@@ -78,21 +78,55 @@ def read_intervals(folder: str | Path) -> tuple[list[float], list[tuple[float, f
     return [t for t, _ in kept], [iv for _, iv in kept], report
 
 
+# A margin below -1 moves each end inward by more than a factor e: a 10%-90% interval narrower than e^2 (7.4x)
+# collapses to its middle, which need not hold the point estimate. Above 10 (x22,000 outward) it says nothing.
+MARGIN_RANGE = (-1.0, 10.0)
+# The other fields a fitted file holds, checked when present: (low, high, whether the ends are allowed).
+FIELD_RANGES = {"coverage": (0.0, 1.0, False), "raw_coverage": (0.0, 1.0, True),
+                "calibrated_coverage": (0.0, 1.0, True)}
+
+
+def _checked(path: Path, record: dict) -> float:
+    """The margin of a calibration record, every numeric field range-checked; CalibrationError naming the field."""
+    refit = "refit it with python -m predictors.calibration or delete it"
+    for key, (low, high, ends) in FIELD_RANGES.items():
+        value = record.get(key)
+        if key in record and (not _is_number(value) or not (low <= value <= high if ends else low < value < high)):
+            raise CalibrationError(f"{path}: {key} is {value!r:.40}, not a share between {low:g} and {high:g}; {refit}")
+    n = record.get("n")
+    if "n" in record and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+        raise CalibrationError(f"{path}: n is {n!r:.40}, not a positive count of items; {refit}")
+    margin = record["margin"]
+    if not _is_number(margin):
+        raise CalibrationError(f"{path}: margin is {margin!r:.40}, not a finite log margin; {refit}")
+    if not MARGIN_RANGE[0] <= margin <= MARGIN_RANGE[1]:
+        raise CalibrationError(f"{path}: margin {margin:g} is outside [{MARGIN_RANGE[0]:g}, {MARGIN_RANGE[1]:g}] "
+                               "(below -1 an interval shrinks to a point that may exclude its own estimate); "
+                               f"{refit}")
+    return float(margin)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def load_margin(adapter: str | Path | None) -> float | None:
-    """The fitted margin stored beside `adapter`, or None when there is none; CalibrationError for a bad file."""
+    """The fitted margin stored beside `adapter`, or None when there is none; CalibrationError (one line naming
+    the file and the field) for a file that is damaged or out of range."""
     if not adapter:
         return None
     path = Path(adapter) / FILE
     if not path.is_file():
         return None
     try:
-        margin = json.loads(path.read_text())["margin"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
         raise CalibrationError(f"{path}: not a calibration file ({type(e).__name__}); refit it with "
                                "python -m predictors.calibration or delete it") from None
-    if not isinstance(margin, (int, float)) or not math.isfinite(margin) or abs(margin) > 10:
-        raise CalibrationError(f"{path}: margin {margin!r} is not a finite log margin; refit it")
-    return float(margin)
+    if not isinstance(record, dict) or "margin" not in record:
+        raise CalibrationError(f"{path}: not a calibration file (no margin field); refit it with "
+                               "python -m predictors.calibration or delete it")
+    return _checked(path, record)
 
 
 def fit(adapter: str | Path, predictions: str | Path, coverage: float = COVERAGE) -> dict:

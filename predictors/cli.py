@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from predictors.base import OptionError, Predictor
+from predictors.base import OptionError, Predictor, positive_int
 from predictors.registry import PREDICTORS
 
 
@@ -19,12 +19,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="split and sampling seed (default: the run's, else 42)")
     p.add_argument("--val-fraction", type=float, help="split fractions (default: the run's, else 0.05 and 0.1)")
     p.add_argument("--test-fraction", type=float)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="prompts per batch (default 16)")
     p.add_argument("--bits", type=int, choices=(4, 8, 16), help="default: the run's, else 4")
     p.add_argument("--quant-type", choices=("nf4", "fp4"), help="default: the run's, else nf4")
     p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"),
                    help="default: the run's, else bfloat16")
-    p.add_argument("--max-text-tokens", type=int, help="default: the run's, else 160")
+    p.add_argument("--max-text-tokens", type=positive_int, help="default: the run's, else 160")
     add_answer_width_option(p)
     p.add_argument("--holdout-source", help="leave-one-source-out: the test split is this source file's items "
                                             "(e.g. mixed), the others train (default: the run's, else none)")

@@ -5,7 +5,7 @@ import argparse
 import re
 from typing import Any, Sequence
 
-from predictors.base import Prediction, Predictor
+from predictors.base import Prediction, Predictor, positive_int
 from predictors.batching import inference, left_padded_batches, model_device, progress
 from predictors.registry import register
 
@@ -98,7 +98,8 @@ class GreedyPredictor(Predictor):
     @classmethod
     def add_options(cls, parser: Any) -> None:
         """--max-new-tokens."""
-        parser.add_argument("--max-new-tokens", type=int, default=8, help="tokens generated per item (default 8)")
+        parser.add_argument("--max-new-tokens", type=positive_int, default=8,
+                            help="tokens generated per item (default 8)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GreedyPredictor:

@@ -10,15 +10,19 @@ After each batch its rows are appended to predictions.csv (whole or not at all, 
 disk), then report.json is rewritten atomically with the metrics of the rows so far,
 `"complete": false`, `n` the rows scored and `total` the items planned. The report is written
 after the rows, so its n never counts a row that is not on disk, and whatever stops the run (Ctrl-C,
-a crash, a killed process) leaves a valid partial evaluation. Resuming keeps the first n rows
-(a torn or uncounted row after them is dropped and predicted again), checks that they are this
-run's items and that the settings are the same, and continues from item n with the same batches,
-so the finished files are those of an uninterrupted run.
+a crash, a killed process, a full disk) leaves a valid partial evaluation. Resuming keeps the first
+n rows (a torn or uncounted row after them is dropped and predicted again), checks that they are this
+run's items and that the settings are the same, fingerprint included (the sha256 of the adapter's
+weights and of the items picked), and continues from item n with the same batches, so the finished
+files are those of an uninterrupted run, never a mix of two evaluations. For the same reason a fresh
+evaluation refuses a folder holding an earlier one's files, unless --overwrite moves them aside.
 """
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import hashlib
 import itertools
 import json
 import os
@@ -32,6 +36,8 @@ from predictors.base import Prediction
 from predictors.report import (COLUMNS, ReportError, build_report, cents, cents_interval, prediction_rows,
                                read_report, write_report)
 from utils.atomic import atomic_append, atomic_write_text
+from utils.csv_cells import read_text_cell
+from utils.move_aside import move_aside
 from utils.provenance import git_state, package_versions
 
 FILES = ("report.json", "predictions.csv", "chart.png")
@@ -39,6 +45,13 @@ FILES = ("report.json", "predictions.csv", "chart.png")
 
 class OutDirError(ValueError):
     """An --out folder evaluate.py cannot write its files in (one line: which and why)."""
+
+
+class OutputWriteError(RuntimeError):
+    """A file of --out could not be written mid-run (a full disk, ...): one line saying what the folder kept."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)   # EFBIG: over the file size limit (ulimit -f)
 
 
 def check_out_dir(out: str | os.PathLike) -> None:
@@ -73,6 +86,7 @@ class ReportFolder:
 
     def __init__(self, out: str | os.PathLike, items: Sequence[Any], settings: dict, failures_as_zero: bool):
         self.out, self.items, self.failures_as_zero = Path(out), items, failures_as_zero
+        settings = {**settings, "items_sha256": items_sha256(items)}
         self.settings: dict = json.loads(json.dumps(settings))   # as report.json holds them: lists, not tuples
         self.guesses: list[float | None] = []
         self.intervals: list[tuple | None] = []    # the predictor's (low, high) per item, None where it states none
@@ -81,6 +95,7 @@ class ReportFolder:
         self.mass: float | None = None    # the mean Prediction.mass so far: report.json's search_mass
         self.device: str | None = None
         self.started = False
+        self.kept = 0    # the rows report.json on disk counts: what a --resume would continue from
         self.code = {"git": git_state(), "versions": package_versions()}   # what produced these numbers
 
     @property
@@ -89,16 +104,28 @@ class ReportFolder:
         return len(self.guesses)
 
     @classmethod
-    def fresh(cls, out: str | os.PathLike, items: Sequence[Any], settings: dict,
-              failures_as_zero: bool = False) -> ReportFolder:
-        """A new evaluation; the folder is left as it is until the first batch is done, then replaced."""
+    def fresh(cls, out: str | os.PathLike, items: Sequence[Any], settings: dict, failures_as_zero: bool = False,
+              overwrite: bool = False) -> ReportFolder:
+        """A new evaluation; ReportError when `out` holds an earlier one's files, which `overwrite` moves aside."""
         folder = cls(out, items, settings, failures_as_zero)
-        with contextlib.suppress(ReportError):
-            old = read_report(folder.out / "report.json") if (folder.out / "report.json").is_file() else {}
-            if old.get("complete") is False:
-                print(f"note: {folder.out} holds an unfinished evaluation ({old.get('n')} of {old.get('total')} "
-                      "items); starting over (--resume would continue it)", file=sys.stderr)
+        kept = [name for name in FILES if (folder.out / name).exists()]
+        if kept and not overwrite:
+            raise ReportError(f"{folder.out} holds an earlier evaluation ({', '.join(kept)}{folder._count_kept()}): "
+                              "continue it with --resume, or start afresh with --overwrite (the earlier one is moved "
+                              "aside, not deleted)")
+        if kept:
+            aside = move_aside(folder.out, kept)
+            print(f"note: --overwrite: moved the earlier evaluation's {', '.join(kept)} from {folder.out} to {aside}",
+                  file=sys.stderr)
         return folder
+
+    def _count_kept(self) -> str:
+        """How many items the report.json in the folder counts, as '; N of M items' (empty when unreadable)."""
+        with contextlib.suppress(ReportError):
+            old = read_report(self.out / "report.json") if (self.out / "report.json").is_file() else {}
+            if "n" in old:
+                return f"; {old['n']!s:.12} of {old.get('total')!s:.12} items"
+        return ""
 
     @classmethod
     def resume(cls, out: str | os.PathLike, items: Sequence[Any], settings: dict,
@@ -119,13 +146,14 @@ class ReportFolder:
         folder.seconds = float(saved.get("seconds") or 0.0)
         folder.mass, folder.device = saved.get("search_mass"), saved.get("device")
         # Rows after the n the report counts (a torn row, a batch whose report was not written) go.
-        folder._write_rows()
-        folder.started = True
+        with folder._writing(rows_path):
+            folder._write_rows()
+        folder.started, folder.kept = True, n
         return folder
 
     def _check_settings(self, saved: dict) -> None:
-        differ = [f"{key} {value!r} (report.json has {saved.get(key)!r})" for key, value in self.settings.items()
-                  if saved.get(key) != value]
+        differ = [f"{key} {_short(value)} (report.json has {_short(saved.get(key))})"
+                  for key, value in self.settings.items() if saved.get(key) != value]
         if differ:
             raise ReportError(f"{self.out / 'report.json'} was made with other settings; this run has "
                               f"{', '.join(differ[:3])}: resume with the same options, or drop --resume to start over")
@@ -139,17 +167,19 @@ class ReportFolder:
     def add(self, predictions: Sequence[Prediction], seconds: float) -> None:
         """Append the next items' rows to predictions.csv (flushed to disk), then rewrite report.json to count them."""
         if not self.started:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                (self.out / "chart.png").unlink()   # an earlier run's, which the new report no longer matches
-            self._write_rows()
+            with self._writing(self.out / "predictions.csv"):
+                self.out.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    (self.out / "chart.png").unlink()   # an earlier run's, which the new report no longer matches
+                self._write_rows()
             self.started = True
         batch = self.items[self.done:self.done + len(predictions)]
         guesses = [cents(p.price) for p in predictions]
         intervals = [cents_interval((p.low, p.high)) if p.low is not None else None for p in predictions]
-        atomic_append(self.out / "predictions.csv", prediction_rows(
-            [it.title for it in batch], [it.price for it in batch], guesses, self.failures_as_zero,
-            intervals=intervals))
+        with self._writing(self.out / "predictions.csv"):
+            atomic_append(self.out / "predictions.csv", prediction_rows(
+                [it.title for it in batch], [it.price for it in batch], guesses, self.failures_as_zero,
+                intervals=intervals))
         masses = [p.mass for p in predictions]
         if masses and None not in masses:
             # A running mean, so that a resumed run, starting from the saved one, adds up the same floats.
@@ -160,7 +190,9 @@ class ReportFolder:
         truths = [it.price for it in self.items[:self.done]]
         report = build_report(truths, self.guesses, self._provenance(), self.failures_as_zero, len(self.items),
                               self._stated_intervals())
-        atomic_write_text(self.out / "report.json", json.dumps({**report, "complete": False}, indent=2) + "\n")
+        with self._writing(self.out / "report.json"):
+            atomic_write_text(self.out / "report.json", json.dumps({**report, "complete": False}, indent=2) + "\n")
+        self.kept = self.done
 
     def _stated_intervals(self) -> list | None:
         """The intervals, when the predictor states any (a report of a point predictor has no interval section)."""
@@ -175,14 +207,29 @@ class ReportFolder:
     def finish(self, name: str) -> dict:
         """Write the complete report.json, predictions.csv and chart.png (titled `name`); return the report."""
         titles, truths = [it.title for it in self.items], [it.price for it in self.items]
-        return write_report(self.out, titles, truths, self.guesses, self._provenance(), name, self.failures_as_zero,
-                            self._stated_intervals(), self.log_axes)
+        with self._writing(self.out):
+            return write_report(self.out, titles, truths, self.guesses, self._provenance(), name,
+                                self.failures_as_zero, self._stated_intervals(), self.log_axes)
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Turn an OSError while writing `path` into one OutputWriteError line: what failed and what was kept."""
+        try:
+            yield
+        except OSError as e:
+            kept = (f"kept {self.kept} of {len(self.items)} predictions in {self.out}" if self.started
+                    else f"no batch finished; {self.out} holds none of this run's rows")
+            fix = "free some disk space" if e.errno in NO_SPACE else "fix that"
+            raise OutputWriteError(f"could not write {e.filename or path} ({e.strerror or e}); {kept}: {fix}, then "
+                                   "run the same command with --resume") from None
 
     @contextlib.contextmanager
     def keeping(self) -> Iterator[None]:
         """Run the batches; on Ctrl-C raise KeyboardInterrupt saying what was kept, on a crash print it first."""
         try:
             yield
+        except OutputWriteError:
+            raise   # its message says what was kept
         except BaseException as e:
             kept = (f"kept {self.done} of {len(self.items)} predictions in {self.out}; run the same command with "
                     "--resume to continue" if self.started else f"no batch finished; {self.out} is as it was")
@@ -190,6 +237,20 @@ class ReportFolder:
                 raise KeyboardInterrupt(f"interrupted: {kept}") from None
             print(f"stopped by {type(e).__name__}: {kept}", file=sys.stderr)
             raise
+
+
+def _short(value: Any) -> str:
+    """A setting's value for a one-line message (its repr, cut to 40 characters: a sha256 to its first 36)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def items_sha256(items: Sequence[Any]) -> str:
+    """sha256 of the items in evaluation order (title, text, price): two evaluations of other items never mix."""
+    digest = hashlib.sha256()
+    for it in items:
+        digest.update(json.dumps([it.title, it.text, f"{it.price:.2f}"]).encode("utf-8") + b"\n")
+    return digest.hexdigest()
 
 
 def _price_or_none(text: str, path: Path, i: int) -> float | None:
@@ -212,8 +273,9 @@ def read_guesses(path: Path, items: Sequence[Any], n: int) -> tuple[list[float |
         raise ReportError(f"{path}: holds {len(rows) - 1} rows but report.json counts {n}; run without --resume")
     guesses, intervals = [], []
     for i, (row, item) in enumerate(zip(rows[1:], items), 1):
-        if len(row) != len(COLUMNS) or row[0] != item.title or row[1] != f"{item.price:.2f}":
-            raise ReportError(f"{path}: row {i} is {(row[0] if row else '')!r:.60}, but item {i} of this run is "
+        title = read_text_cell(row[0]) if row else ""
+        if len(row) != len(COLUMNS) or title != item.title or row[1] != f"{item.price:.2f}":
+            raise ReportError(f"{path}: row {i} is {title!r:.60}, but item {i} of this run is "
                               f"{item.title!r:.60}: the data, split or sample changed; run without --resume")
         guesses.append(_price_or_none(row[2], path, i))
         low, high = _price_or_none(row[5], path, i), _price_or_none(row[6], path, i)

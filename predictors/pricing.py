@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from predictors.base import Prediction
 from utils.atomic import atomic_write_text
+from utils.csv_cells import text_cell
 
 LOW_MASS = 0.5   # below this share of the model's probability searched, a price is called uncertain
 FIELDS = ("title", "price", "low", "high", "mass", "truth")
@@ -53,7 +54,9 @@ def _row(listing: Any, p: Prediction) -> dict:
 
 
 def write_priced(path: str | os.PathLike, listings: Sequence[Any], predictions: Sequence[Prediction]) -> Path:
-    """Write the listings' prices to a .csv or .jsonl file (by its suffix), atomically; returns the path."""
+    """Write the listings' prices to a .csv or .jsonl file (by its suffix), atomically; returns the path.
+
+    In a .csv a title a spreadsheet would run as a formula gets a leading ' (utils/csv_cells.py)."""
     path = Path(path)
     rows = [_row(listing, p) for listing, p in zip(listings, predictions)]
     if path.suffix.lower() == ".jsonl":
@@ -62,7 +65,8 @@ def write_priced(path: str | os.PathLike, listings: Sequence[Any], predictions: 
         buf = io.StringIO()
         writer = csv.DictWriter(buf, FIELDS)
         writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+        writer.writerows({k: "" if v is None else text_cell(v) if k == "title" else v for k, v in r.items()}
+                         for r in rows)
         text = buf.getvalue()
     return atomic_write_text(path, text)
 

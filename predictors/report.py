@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from predictors.chart import chart_title, plot_chart
 from predictors.metrics import Interval, colours_for, compute_metrics, scored_guess
 from utils.atomic import atomic_write, atomic_write_text
+from utils.csv_cells import read_text_cell, text_cell
 
 COLUMNS = ("title", "truth", "guess", "error", "colour", "low", "high")
 
@@ -38,7 +39,8 @@ def prediction_rows(titles: Sequence[str], truths: Sequence[float], guesses: Seq
                     failures_as_zero: bool = False, header: bool = False,
                     intervals: Sequence[Interval | None] | None = None) -> str:
     """predictions.csv rows as CSV text: title, truth, guess (empty for a failure), error, colour, and the
-    interval's low and high (empty when the predictor states none)."""
+    interval's low and high (empty when the predictor states none). A title a spreadsheet would run as a
+    formula is written with a leading ' (utils/csv_cells.py); the numbers are written as numbers."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     if header:
@@ -47,8 +49,8 @@ def prediction_rows(titles: Sequence[str], truths: Sequence[float], guesses: Seq
     for title, t, g, colour, iv in zip(titles, truths, guesses, colours_for(truths, guesses, failures_as_zero),
                                        intervals):
         low, high = iv if iv is not None else (None, None)
-        writer.writerow([title, f"{t:.2f}", _money(g), f"{abs(scored_guess(g) - t):.2f}", colour, _money(low),
-                         _money(high)])
+        writer.writerow([text_cell(title), f"{t:.2f}", _money(g), f"{abs(scored_guess(g) - t):.2f}", colour,
+                         _money(low), _money(high)])
     return buf.getvalue()
 
 
@@ -190,7 +192,7 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
         except ValueError:
             raise ReportError(f"{path}: row {i} has {row[key]!r:.20} where a price goes") from None
 
-    return [{"title": r["title"], **{k: price(r, i, k) for k in ("truth", "guess", "low", "high")}}
+    return [{"title": read_text_cell(r["title"]), **{k: price(r, i, k) for k in ("truth", "guess", "low", "high")}}
             for i, r in enumerate(rows, 1)]
 
 

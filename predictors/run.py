@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -102,10 +103,14 @@ def device_name(model: Any | None) -> str:
 def run_settings(args: argparse.Namespace, name: str, base: str | None, uses_model: bool, record: dict) -> dict:
     """How a run was made, as report.json records it: what was evaluated, on which items, how.
 
-    `--resume` refuses to continue a run whose settings differ: its rows would mix two evaluations.
+    `--resume` refuses to continue a run whose settings differ: its rows would mix two evaluations. The
+    adapter is named by its folder and fingerprinted by its weights (adapter_sha256): retraining into the
+    same folder makes another adapter.
     """
+    weights = adapter_sha256(args.adapter) if uses_model and args.adapter else None
     return {
-        "name": name, "base": base, "adapter": args.adapter, "data": str(args.data), "split": args.split,
+        "name": name, "base": base, "adapter": args.adapter, **({"adapter_sha256": weights} if weights else {}),
+        "data": str(args.data), "split": args.split,
         "limit": args.limit, "sample": args.sample, "predictor": args.predictor, "seed": args.seed,
         "bits": args.bits if uses_model else None,
         "quant_type": args.quant_type if uses_model and args.bits == 4 else None,
@@ -114,6 +119,22 @@ def run_settings(args: argparse.Namespace, name: str, base: str | None, uses_mod
         "max_text_tokens": args.max_text_tokens, "holdout_source": getattr(args, "holdout_source", None),
         **({"answer_width": width} if uses_model and (width := getattr(args, "answer_width", 0)) else {}), **record,
     }
+
+
+def adapter_sha256(adapter: str | Path) -> str | None:
+    """sha256 of the adapter's weights file (of each file's name and sha256, when there are several); None when it
+    has none (loading it then says so)."""
+    files = sorted(p for p in Path(adapter).glob("adapter_model*") if p.suffix in (".safetensors", ".bin"))
+    sums = []
+    for path in files:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        sums.append((path.name, digest.hexdigest()))
+    if len(sums) <= 1:
+        return sums[0][1] if sums else None
+    return hashlib.sha256("".join(f"{name} {sha}\n" for name, sha in sums).encode()).hexdigest()
 
 
 def provenance(args: argparse.Namespace, name: str, base: str | None, model: Any | None, n_items: int,

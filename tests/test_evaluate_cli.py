@@ -545,3 +545,163 @@ def test_holdout_source_is_the_test_split(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["n"] == 4 and report["holdout_source"] == "beta"
     assert {r["title"] for r in read_predictions(out)} == {f"Item {i}" for i in range(8, 12)}
+
+
+# --- what a run records is what ran: one writer, no mixed evaluations, safe cells, honest errors -----------------
+
+def test_an_out_held_by_another_process_is_refused(no_model, items_file, tmp_path, capsys):
+    import subprocess
+    import textwrap
+
+    out = tmp_path / "eval"
+    script = textwrap.dedent("""
+        import sys, time
+        from utils.folder_lock import hold_folder
+        with hold_folder(sys.argv[1], "evaluate.py"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc, _, err = run_main(["--predictor", "median", "--data", items_file, "--out", out], capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    line = _one_line_error(rc, err, only=True)
+    assert line.startswith(f"error: {out} is in use by pid {holder.pid} (") and "wait for it" in line
+
+
+def test_a_fresh_run_refuses_a_used_out_and_overwrite_moves_it_aside(median_args, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run_main(median_args + ["--out", out], capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rc, _, err = run_main(median_args + ["--batch-size", 5, "--out", out], capsys)
+    assert _one_line_error(rc, err) == (
+        f"error: {out} holds an earlier evaluation (report.json, predictions.csv, chart.png; 20 of 20 items): "
+        "continue it with --resume, or start afresh with --overwrite (the earlier one is moved aside, not deleted)")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    rc, _, err = run_main(median_args + ["--batch-size", 5, "--out", out, "--overwrite"], capsys)
+    assert rc == 0 and _report(out)["batch_size"] == 5
+    [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("eval.previous-")]
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == before and str(aside) in err
+
+
+def test_resume_refuses_an_adapter_whose_weights_changed(pricer_adapter, items_file, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from predictors import GreedyPredictor
+
+    adapter, out = tmp_path / "adapter", tmp_path / "eval"
+    shutil.copytree(pricer_adapter, adapter)
+    argv = ["--adapter", adapter, "--data", items_file, "--split", "all", "--limit", 6, "--bits", 16,
+            "--max-new-tokens", 2, "--batch-size", 3, "--out", out]
+    with monkeypatch.context() as m:
+        _counting(m, GreedyPredictor, fail_on=2, exc=KeyboardInterrupt())
+        assert run_main(argv, capsys)[0] == 130
+    weights = adapter / "adapter_model.safetensors"
+    save_file({k: v * 2 for k, v in load_file(weights).items()}, weights)   # retrained into the same folder
+    rc, _, err = run_main(argv + ["--resume"], capsys)
+    line = _one_line_error(rc, err)
+    assert "was made with other settings; this run has adapter_sha256 '" in line and "--resume" in line
+    assert _report(out)["complete"] is False
+
+
+def test_resume_refuses_items_that_changed_after_the_kept_rows(median_args, items_file, tmp_path, capsys,
+                                                               monkeypatch):
+    data = tmp_path / "items.jsonl"
+    data.write_text(items_file.read_text())
+    argv = [str(data) if a == items_file else a for a in median_args]
+    part = tmp_path / "part"
+    _interrupted_median(monkeypatch, argv, part, capsys)
+    last = pick_items(ev.parse_args([str(a) for a in argv + ["--out", part]]))[0][-1]   # not among the kept rows
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps({**r, "price": r["price"] + 1} if r["title"] == last.title else r) + "\n"
+                            for r in rows))
+    rc, _, err = run_main(argv + ["--out", part, "--resume"], capsys)
+    assert "this run has items_sha256 '" in _one_line_error(rc, err)
+
+
+FORMULA_TITLES = ["=HYPERLINK(\"http://x\",\"y\")", "+1 kettle", "-5% off a kettle", "@SUM(A1:A2)",
+                  "'quoted' kettle", "A plain kettle"]
+
+
+def test_formula_titles_are_escaped_and_read_back(tmp_path, capsys, monkeypatch):
+    from predictors.report import read_predictions as read_back
+    from predictors.redraw import redraw
+
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"title": t, "text": f"{t}\nwords about item {i}", "price": 10.0 + i}) + "\n"
+                            for i, t in enumerate(FORMULA_TITLES)))
+    argv = ["--predictor", "median", "--data", data, "--split", "all", "--batch-size", 2]
+    part, whole = tmp_path / "part", tmp_path / "mean"
+    _interrupted_median(monkeypatch, argv, part, capsys, fail_on=2)
+    assert run_main(argv + ["--out", part, "--resume"], capsys)[0] == 0
+    with (part / "predictions.csv").open(newline="") as f:
+        cells = [row[0] for row in csv.reader(f)][1:]
+    titles = [it.title for it in pick_items(ev.parse_args([str(a) for a in argv + ["--out", part]]))[0]]
+    assert sorted(titles) == sorted(FORMULA_TITLES) and len(cells) == 6
+    assert cells == [("'" + t if t[0] in "=+-@'" else t) for t in titles]   # each text cell safe in a spreadsheet
+    assert [r["title"] for r in read_back(part)] == titles                  # and read back as it was
+    assert run_main([a if a != "median" else "mean" for a in argv] + ["--out", whole], capsys)[0] == 0
+    rc, stdout, _ = run_main(["--compare", part, whole], capsys)
+    assert rc == 0 and "mean (6 items)" in stdout                            # paired item by item, by title
+    assert redraw(part).read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize("flag, value", [("--max-new-tokens", "0"), ("--max-new-tokens", "-1"),
+                                         ("--max-text-tokens", "0"), ("--max-text-tokens", "-5")])
+def test_counts_out_of_range_are_usage_errors(flag, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        ev.parse_args(["--base", "b", "--data", "d", "--out", "o", flag, value])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2
+    assert last == f"evaluate.py: error: argument {flag}: must be a positive whole number, got {value}"
+
+
+def test_a_bad_calibration_beside_the_adapter_is_a_usage_error(pricer_adapter, tmp_path, capsys):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(pricer_adapter, adapter)
+    (adapter / "interval_calibration.json").write_text('{"margin": -3}')
+    with pytest.raises(SystemExit) as e:
+        ev.parse_args(["--adapter", str(adapter), "--predictor", "expected", "--data", "d", "--out", "o"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert f"{adapter / 'interval_calibration.json'}: margin -3 is outside [-1, 10]" in err.strip().splitlines()[-1]
+
+
+FULL_DISK = """
+import resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))   # as a disk with `limit` bytes left per file
+import evaluate
+sys.exit(evaluate.main(sys.argv[2:]))
+"""
+
+
+def test_a_full_disk_keeps_the_rows_and_says_to_resume(tmp_path, capsys):
+    import subprocess
+
+    data = tmp_path / "items.jsonl"   # long titles: predictions.csv outgrows report.json within a few batches
+    data.write_text("".join(json.dumps({"title": f"Kettle {i} " + "steel " * 40, "text": f"Kettle {i}\nwords",
+                                        "price": 10.0 + i}) + "\n" for i in range(24)))
+    argv = ["--predictor", "median", "--data", data, "--split", "all", "--batch-size", 4]
+    whole, out = tmp_path / "whole", tmp_path / "full"
+    assert run_main(argv + ["--out", whole], capsys)[0] == 0
+    rows = (whole / "predictions.csv").read_bytes().splitlines(keepends=True)
+    limit = len(b"".join(rows[:1 + 12])) + 1   # room for three batches' rows, not four; report.json fits
+    assert (whole / "report.json").stat().st_size < limit
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(limit), *map(str, argv), "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: could not write {out / 'predictions.csv'} (File too large); kept 12 of 24 predictions in {out}: "
+        "free some disk space, then run the same command with --resume")
+    assert (_report(out)["n"], len(read_predictions(out))) == (12, 12)
+    assert run_main(argv + ["--out", out, "--resume"], capsys)[0] == 0
+    assert (out / "predictions.csv").read_bytes() == (whole / "predictions.csv").read_bytes()

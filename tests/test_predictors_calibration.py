@@ -130,3 +130,17 @@ def test_shipped_calibrations_refit_from_their_validation_reports(name):
     margin = fit_margin(truths, intervals)
     assert load_margin(adapter) == pytest.approx(margin, abs=1e-12)
     assert coverage_of(truths, intervals, margin) >= 0.8 > coverage_of(truths, intervals)
+
+
+@pytest.mark.parametrize("record, field", [
+    ({"margin": -3}, "margin -3 is outside [-1, 10]"),   # would shrink intervals past their own estimates
+    ({"margin": 0.2, "coverage": 2}, "coverage is 2, not a share between 0 and 1"),
+    ({"margin": 0.2, "raw_coverage": float("nan")}, "raw_coverage is nan, not a share between 0 and 1"),
+    ({"margin": 0.2, "n": -1}, "n is -1, not a positive count of items"),
+    ({"margin": True}, "margin is True, not a finite log margin"),
+])
+def test_a_calibration_out_of_range_is_refused_naming_the_field(record, field, tmp_path):
+    (tmp_path / FILE).write_text(json.dumps(record))
+    with pytest.raises(CalibrationError) as e:
+        load_margin(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / FILE}: {field}") and "\n" not in str(e.value)

@@ -148,3 +148,16 @@ def test_read_predictions_gives_floats_and_none_and_names_a_bad_row(tmp_path):
     (tmp_path / "predictions.csv").write_text("name,price\nDrill,129.00\n")
     with pytest.raises(ReportError, match="lacks the title, truth and guess columns"):
         read_predictions(tmp_path)
+
+
+def test_formula_titles_are_escaped_and_numbers_stay_numbers():
+    """OWASP's CSV injection rule on text cells only: a negative guess written as a number stays a number."""
+    import csv
+    import io
+
+    from predictors.report import prediction_rows
+
+    text = prediction_rows(["=1+1", "-5 off", "\tTab", "plain"], [10.0, 20.0, 30.0, 40.0], [-3.5, None, 30.0, 1.0])
+    rows = list(csv.reader(io.StringIO(text)))
+    assert [r[0] for r in rows] == ["'=1+1", "'-5 off", "'\tTab", "plain"]
+    assert rows[0][2:4] == ["-3.50", "13.50"]
