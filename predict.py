@@ -12,12 +12,20 @@ the margin fitted on validation when the adapter has an interval_calibration.jso
 the search behind it covered less than half of the model's probability, the answer says the
 price is uncertain rather than printing a confident number. Any evaluate.py predictor works
 (`--predictor greedy`, ...). Base, quantization and prompt length default to the adapter's run.
+
+A listing reads the same in every shape: a file's text, title + text or title + description
+columns, --title/--text and stdin give the model one text, its title on the first line (the
+rule is in data/curate.py's docstring). Bytes that are not UTF-8 are refused in one line, not
+replaced, since a listing read otherwise than written is priced as another product; so is an
+--out that is the input file, which writing would destroy.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from data import DataError
@@ -60,19 +68,44 @@ def read_listings(args: argparse.Namespace) -> list:
 
     if args.file:
         return load_listings(args.file)
-    text = args.text
+    text, where = args.text, "--text"
     if text == "-" or (text is None and args.title is None and not sys.stdin.isatty()):
-        text = sys.stdin.read()
-    return [listing_from_text(text or "", args.title)]
+        text, where = _read_stdin(), "stdin"
+    return [listing_from_text(text or "", args.title, where)]
+
+
+def _read_stdin() -> str:
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as e:   # a strict stdin; under surrogateescape listing_from_text finds the byte
+        raise DataError(f"stdin holds a byte that is not UTF-8 (0x{e.object[e.start]:02x} at byte {e.start + 1}); "
+                        "save the listing as UTF-8 and try again") from None
+
+
+def check_not_input(out: str, source: str | None) -> None:
+    """ValueError (one line) when --out is the input file itself, by any path or link, which writing would destroy."""
+    out_path, in_path = Path(out), Path(source) if source else None
+    if in_path is None or not in_path.exists():
+        return
+    same = out_path.resolve() == in_path.resolve() or (out_path.exists() and os.path.samefile(out_path, in_path))
+    if same:
+        raise ValueError(f"--out {out} is the input file {source}: writing it would replace the listings; "
+                         "name another file")
 
 
 def price(args: argparse.Namespace) -> int:
-    """Load the model, price the listings, print or write the prices."""
+    """Check --out against the input, then price the listings."""
+    if args.out:
+        check_output(args.out)
+        check_not_input(args.out, args.file)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the listings, load the model, price them, print or write the prices."""
     from data import test_prompt
     from predictors.batching import progress_over
 
-    if args.out:
-        check_output(args.out)
     listings = read_listings(args)
     predictor = predictor_from_args(args)
     if not predictor.needs_model:

@@ -198,11 +198,11 @@ def holds_title(text: str, title: str) -> bool:
 
 def listing_text(title: object, body: object) -> str:
     """What the model reads of a listing: its title on the first line, then its body (module docstring)."""
-    body = _unwrap_prompt(_line_ends(body)) if isinstance(body, str) else ""
+    body = _line_ends(body) if isinstance(body, str) else ""
     title = one_line(title) if isinstance(title, str) else ""
-    if not title or (body and holds_title(body, title)):
-        return body
-    return f"{title}\n{body}".strip()
+    if not title or (body.strip() and holds_title(_unwrap_prompt(body), title)):
+        return _unwrap_prompt(body)
+    return _unwrap_prompt(f"{title}\n{body}")   # as if typed whole: the body's own leading blanks stay
 
 
 def one_line(title: str) -> str:

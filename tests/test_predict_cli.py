@@ -112,3 +112,58 @@ def test_bad_input_is_one_line(case, message, adapter, tmp_path, capsys):
             "bad out": ["--adapter", adapter, table, "--out", tmp_path / "x.txt"]}[case]
     code, _, err = run(argv, capsys)
     assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_shape_of_a_listing_gets_the_same_prompt_ids_and_price(adapter, tiny_llama_dir, tmp_path, capsys,
+                                                                      monkeypatch):
+    """CSV title+description, CSV title+text, JSONL text, JSONL title+description, parquet, --title/--text, stdin."""
+    from transformers import AutoTokenizer
+
+    from predictors import ExpectedPredictor
+    from tests.test_data_shapes import BODY, SHAPES, TITLE, WHOLE, write_shape
+
+    prompts = []
+    real = ExpectedPredictor.predict
+    monkeypatch.setattr(ExpectedPredictor, "predict", lambda self, p, **kw: prompts.extend(p) or real(self, p, **kw))
+    prices = []
+    for name, (suffix, row) in SHAPES.items():
+        out = tmp_path / f"priced-{len(prices)}.jsonl"
+        source = write_shape(tmp_path / f"{len(prices)}{suffix}", [row])
+        assert run(["--adapter", adapter, source, "--out", out, *COMMON], capsys)[0] == 0, name
+        prices.append(json.loads(out.read_text())["price"])
+    for argv, stdin in ((["--title", TITLE, "--text", BODY], None), (["--text", "-"], WHOLE + "\n"), ([], WHOLE)):
+        code, out, _ = run(["--adapter", adapter, *argv, *COMMON], capsys, stdin=stdin, monkeypatch=monkeypatch)
+        assert code == 0 and out.startswith("$")
+        prices.append(float(out.split()[0].strip("$").replace(",", "")))
+    assert len(prompts) == len(SHAPES) + 3 and len(set(prompts)) == 1 and f"\n\n{WHOLE}\n\n" in prompts[0]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    assert len({tuple(tokenizer.encode(p)) for p in prompts}) == 1
+    assert len(set(prices)) == 1 and prices[0] > 0, prices
+
+
+@pytest.mark.parametrize("stdin_errors", ["surrogateescape", "strict"])   # a C.UTF-8 locale's stdin; a strict one
+def test_a_byte_that_is_not_utf8_on_stdin_is_one_line(stdin_errors, adapter, capsys, monkeypatch):
+    stdin = io.TextIOWrapper(io.BytesIO(b"Drill \xff two batteries\n"), encoding="utf-8", errors=stdin_errors)
+    monkeypatch.setattr("sys.stdin", stdin)
+    code, _, err = run(["--adapter", adapter, "--text", "-", *COMMON], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: stdin holds a byte that is not UTF-8 (0xff at ") and "save the listing as UTF-8" in err
+
+
+@pytest.mark.parametrize("how", ["same path", "relative path", "symlink", "hard link"])
+def test_out_that_is_the_input_is_refused(how, adapter, tmp_path, capsys, monkeypatch):
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": "Drill\ncordless"}) + "\n")
+    before = source.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    out = {"same path": source, "relative path": "./sub/../in.jsonl", "symlink": tmp_path / "link.jsonl",
+           "hard link": tmp_path / "hard.jsonl"}[how]
+    (tmp_path / "sub").mkdir()
+    if how == "symlink":
+        out.symlink_to(source)
+    elif how == "hard link":
+        out.hardlink_to(source)
+    code, _, err = run(["--adapter", adapter, "in.jsonl" if how == "relative path" else source, "--out", out, *COMMON],
+                       capsys)
+    assert code == 2 and err.startswith("error: --out ") and "is the input file" in err, err
+    assert len(err.strip().splitlines()) == 1 and source.read_bytes() == before
