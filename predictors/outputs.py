@@ -240,7 +240,9 @@ class ReportFolder:
 
 
 def _short(value: Any) -> str:
-    """A setting's value for a one-line message (its repr, cut to 40 characters: a sha256 to its first 36)."""
+    """A setting's value for a one-line message: its repr, cut to 40 characters (a sha256 to its first 12 digits)."""
+    if isinstance(value, str) and len(value) == 64:
+        return repr(value[:12] + "...")
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
