@@ -37,7 +37,7 @@ from training import (AdapterSaver, BestKeeper, CheckpointError, CompletionLossM
                       CudaGraphLoss, RunLog, StepBatches, StopFlag, TrainingDiverged, TrainingInterrupted, Validator,
                       accumulate_gradients, build_optimizer, build_scheduler, claim_output_dir, clip_gradients,
                       compile_decoder_layers, completion_loss_sum, config_yaml, examples_of, load_splits,
-                      lora_config_of, make_accelerator, parse_args, pick_checkpoint, resolve, restore,
+                      lora_config_of, make_accelerator, parse_args, pick_checkpoint, reschedule, resolve, restore,
                       save_checkpoint, truncate_metrics, wrap_for_processes, write_run_files)
 from training.loss import LossFn
 
@@ -91,9 +91,9 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
     say(f"data: {splits.summary()}; training on {len(train_items):,}")
     fingerprint = {"source": cfg.data.source, **splits.fingerprint(train_items)}
     checkpoint, state = pick_checkpoint(resume, out, fingerprint, say) if resume else (None, None)
-    cfg = resolve(cfg, world, accelerator.device.type, state, checkpoint, say=say)
+    cfg, changes = resolve(cfg, world, accelerator.device.type, state, checkpoint, say=say)  # or refused
     t = cfg.train
-    write_run_files(out, cfg, accelerator)
+    write_run_files(out, cfg, accelerator, changes)
 
     # --- base model (frozen, maybe 4-bit) and tokenizer, on this process's device.
     set_seed(t.seed)
@@ -129,6 +129,7 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
     step = state["step"] if state else 0
     if checkpoint:
         say(restore(checkpoint, state, optimizer, scheduler, accelerator, wrapped.fsdp is not None, t.seed, out))
+        scheduler = reschedule(t, scheduler.optimizer, total_steps, step)  # a changed lr takes effect from here
     else:
         set_seed(t.seed + rank)  # dropout differs per process; the LoRA init above was shared
     if accelerator.is_main_process:
@@ -137,7 +138,7 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
     # --- the loop: accumulate, clip, check, step, log, validate (keep the best, stop early), checkpoint, stop.
     params = lora_parameters(model)
     validate = Validator(accelerator, model, wrapped, val_examples, splits, collate, cfg)
-    save_adapter_as = AdapterSaver(accelerator, model, out, cfg, wrapped.fsdp, fingerprint)
+    save_adapter_as = AdapterSaver(accelerator, model, out, cfg, wrapped.fsdp, fingerprint, changes)
     best = BestKeeper(cfg, save_adapter_as, state and state.get("best"), say)
     log = RunLog(accelerator, cfg, out, total_steps, step)  # peak memory from here: training, not loading
     wrapped.train()
@@ -163,7 +164,7 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
             log.write(record)
             stopping = stop.raised(accelerator)
             if (t.save_every and step % t.save_every == 0) or stopping:
-                position = {**batches.position(step), "data": fingerprint, "best": best.state()}
+                position = {**batches.position(step), "data": fingerprint, "best": best.state(), "changes": changes}
                 save_checkpoint(accelerator, out / "checkpoints", step, model, optimizer, scheduler, position, cfg,
                                 wrapped.fsdp)
                 last_saved = out / "checkpoints" / f"step-{step}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from quant import canonical_name
+from training.changes import describe
 from training.config import Config
 
 METRIC_NAMES = {"val_loss": "validation loss", "val_rmsle": "validation RMSLE", "val_hit_rate": "validation hit rate",
@@ -19,8 +20,10 @@ def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
     return [f"At step {metrics.get('step')}:", "", "| metric | value |", "|---|---|", *rows]
 
 
-def model_card(cfg: Config, name: str, metrics: dict[str, Any], data: dict[str, Any]) -> str:
-    """README.md for an adapter saved from `cfg`'s run; `metrics` the last validation record, `data` its fingerprint."""
+def model_card(cfg: Config, name: str, metrics: dict[str, Any], data: dict[str, Any],
+               changes: list[dict[str, Any]] = ()) -> str:
+    """README.md for an adapter saved from `cfg`'s run; `metrics` the last validation record, `data` its fingerprint,
+    `changes` what resumes changed (training.changes)."""
     base = canonical_name(cfg.model.name)
     lora, t = cfg.lora, cfg.train
     targets = lora.target_modules if isinstance(lora.target_modules, str) else ", ".join(lora.target_modules)
@@ -43,6 +46,7 @@ def model_card(cfg: Config, name: str, metrics: dict[str, Any], data: dict[str, 
            f"(`Price is ${12:0{cfg.data.answer_width}d}.00`, data.answer_width); evaluate.py and predict.py read the "
            "width from `training-config.yaml`, and other tools must read its leading zeros as padding"]
           if cfg.data.answer_width else []),
+        *[f"- changed on resume: {describe(c)}" for c in changes],
         "- the full config: `training-config.yaml` in this folder (evaluate.py and predict.py read their defaults "
         "from it); code, versions and device: `run.json` beside the run", "",
         "## Validation", "", *_metrics_lines(metrics), "",

@@ -215,9 +215,11 @@ def lora_config_of(cfg: Config) -> LoRAConfig:
         raise ConfigError(f"lora: {e}") from None
 
 
-def config_yaml(cfg: Config) -> str:
-    """The resolved config as YAML (loadable with --config)."""
-    return yaml.safe_dump(asdict(cfg), sort_keys=False)
+def config_yaml(cfg: Config, changes: list[dict[str, Any]] = ()) -> str:
+    """The resolved config as YAML (loadable with --config), headed by comments naming a resume's changes."""
+    from training.changes import changes_comment
+
+    return changes_comment(list(changes)) + yaml.safe_dump(asdict(cfg), sort_keys=False)
 
 
 def flat_config(cfg: Config) -> dict[str, Any]:

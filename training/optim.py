@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -51,3 +52,24 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
     warmup = warmup_steps(cfg, total)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, warmup=warmup, total=total, schedule=cfg.schedule))
+
+
+def reschedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total: int,
+               step: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule `cfg` says, at `step`, over a restored optimizer: what a resumed run trains with.
+
+    A checkpoint's optimizer and scheduler states carry the learning rates and weight decay they
+    were saved with; a resume that changes train.lr, loraplus_ratio or weight_decay would
+    otherwise keep the old ones. The groups' moments stay; their lr and weight decay come from
+    `cfg`, and the schedule is the one an uninterrupted run with `cfg` would be at after `step`
+    steps (each lr is base lr x lr_lambda(step), so the same config gives the same numbers).
+    """
+    for group, lr in zip(optimizer.param_groups, (cfg.lr, cfg.lr * cfg.loraplus_ratio)):
+        group["lr"], group["weight_decay"] = lr, cfg.weight_decay
+        group.pop("initial_lr", None)
+    scheduler = build_scheduler(cfg, optimizer, total)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": these steps were taken
+        for _ in range(step):
+            scheduler.step()
+    return scheduler

@@ -1,12 +1,13 @@
 """The one place a config is adjusted to the world it runs in: the number of processes, the device
-and the checkpoint it resumes. Each adjustment is returned as a note that train.py prints, so the
-saved config.yaml is what actually ran."""
+and the checkpoint it resumes. Each adjustment is said (through `say`), and a resume's changes
+against the checkpoint's config are returned, so the saved config.yaml is what actually ran."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 from typing import Any
 
+from training.changes import compare, describe
 from training.config import Config
 from training.errors import ConfigError
 
@@ -48,9 +49,23 @@ def _resumed(cfg: Config, world: int, state: dict[str, Any], checkpoint: Path) -
     return cfg, notes
 
 
+def _saved_config(checkpoint: Path) -> Config:
+    from training.checkpoint import CheckpointError
+    from training.parse import load_config
+
+    path = checkpoint / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the checkpoint does not say how it was trained")
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise CheckpointError(f"{path} is not a valid config ({e})") from None
+
+
 def resolve(cfg: Config, world: int, device_type: str, state: dict[str, Any] | None = None,
-            checkpoint: Path | None = None, say=print) -> Config:
-    """The config as this run will use it, each change said (through `say`) with its reason; or ConfigError.
+            checkpoint: Path | None = None, say=print) -> tuple[Config, list[dict[str, Any]]]:
+    """(the config as this run will use it, every change a resume made so far); each adjustment is said
+    (through `say`) with its reason; or ConfigError.
 
     - CUDA graphs need a GPU; with several processes they need train.distributed allreduce
       (DDP's hooks cannot be captured), which replaces ddp.
@@ -58,11 +73,18 @@ def resolve(cfg: Config, world: int, device_type: str, state: dict[str, Any] | N
     - A resumed run keeps the checkpoint's global batch (the data position depends on it),
       restating grad_accum for this number of processes; FSDP's per-process optimizer
       slices need the same processes and mode.
+    - A resumed run may change only training.changes.MAY_CHANGE's keys; each change is said
+      (`train.lr: 0.0002 -> 0.0001 from step 6`) and added to the checkpoint's earlier changes.
     """
     cfg, notes = _distributed(cfg, world, device_type)
+    history: list[dict[str, Any]] = []
     if state is not None:
         cfg, more = _resumed(cfg, world, state, checkpoint)
         notes += more
+        changes = compare(_saved_config(checkpoint), cfg, state["step"], checkpoint)
+        notes += [describe(change) for change in changes]
+        history = [c for c in state.get("changes") or [] if isinstance(c, dict) and
+                   {"key", "from", "to", "step"} <= c.keys()] + changes
     for note in notes:
         say(note)
-    return cfg
+    return cfg, history
