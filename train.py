@@ -21,8 +21,10 @@ Two decisions the rest follows from:
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -38,8 +40,9 @@ from training import (AdapterSaver, BestKeeper, CheckpointError, CompletionLossM
                       accumulate_gradients, build_optimizer, build_scheduler, claim_output_dir, clip_gradients,
                       compile_decoder_layers, completion_loss_sum, config_yaml, examples_of, load_splits,
                       lora_config_of, make_accelerator, parse_args, pick_checkpoint, reschedule, resolve, restore,
-                      save_checkpoint, truncate_metrics, wrap_for_processes, write_run_files)
+                      save_checkpoint, wrap_for_processes, write_run_files)
 from training.loss import LossFn
+from utils.folder_lock import FolderError, hold_folder
 
 
 def add_adapter(model: torch.nn.Module, cfg: Config, checkpoint: Path | None, layer_class: type[LoRALinear]) -> None:
@@ -132,15 +135,13 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
         scheduler = reschedule(t, scheduler.optimizer, total_steps, step)  # a changed lr takes effect from here
     else:
         set_seed(t.seed + rank)  # dropout differs per process; the LoRA init above was shared
-    if accelerator.is_main_process:
-        truncate_metrics(out / "metrics.jsonl", step)
 
     # --- the loop: accumulate, clip, check, step, log, validate (keep the best, stop early), checkpoint, stop.
     params = lora_parameters(model)
     validate = Validator(accelerator, model, wrapped, val_examples, splits, collate, cfg)
     save_adapter_as = AdapterSaver(accelerator, model, out, cfg, wrapped.fsdp, fingerprint, changes)
     best = BestKeeper(cfg, save_adapter_as, state and state.get("best"), say)
-    log = RunLog(accelerator, cfg, out, total_steps, step)  # peak memory from here: training, not loading
+    log = RunLog(accelerator, cfg, out, total_steps, step)  # drops rows after `step`; peak memory from here
     wrapped.train()
     last_saved, stop_early = checkpoint, False
     with StopFlag() as stop, log:
@@ -187,14 +188,17 @@ def main(argv: list[str] | None = None, **seams) -> int:
         if options.print_config:
             print(config_yaml(cfg), end="")
             return 0
-        train(cfg, options.resume, overwrite=options.overwrite, **seams)
+        # One process writes a run folder at a time: rank 0 holds it for the run (accelerate launch sets RANK).
+        held = hold_folder(Path(cfg.output_dir), "train.py") if os.environ.get("RANK", "0") == "0" else nullcontext()
+        with held:
+            train(cfg, options.resume, overwrite=options.overwrite, **seams)
     except TrainingInterrupted as e:
         print(e, file=sys.stderr)
         return 130
     except (TrainingDiverged, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (ConfigError, DataError, AdapterError, ModelError, FileNotFoundError) as e:
+    except (ConfigError, DataError, AdapterError, ModelError, FileNotFoundError, FolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -284,3 +284,28 @@ def test_padded_answers_are_trained_on_and_priced_as_such(tiny_llama_dir, tmp_pa
     assert widths == [4] and "val_rmsle" in metrics(out)[-1]
     assert load_config(out / "config.yaml").data.answer_width == 4
     assert "- answers: the price zero-padded to 4 digits (`Price is $0012.00`" in (out / "adapter" / "README.md").read_text()
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused_naming_the_holder(tiny_llama_dir, tmp_path, capsys,
+                                                                             monkeypatch):
+    from test_utils_folder_lock import _start_holder
+
+    out = tmp_path / "run"
+    holder = _start_holder(out)
+    monkeypatch.setattr(train, "load_base_model", lambda *a, **k: pytest.fail("the model loaded"))
+    try:
+        assert train.main(tiny_args(tiny_llama_dir, out, "--train.max_steps", "2")) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [f"error: {out} is in use by pid {holder.pid} ({errors[0].split('(', 1)[1]}"]
+    assert "holder.py run --marker" in errors[0] and not (out / "config.yaml").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(tiny_llama_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    assert train.main(tiny_args(tiny_llama_dir, tmp_path / "afile", "--train.max_steps", "2")) == 2
+    assert capsys.readouterr().err.strip().endswith(f"error: {tmp_path / 'afile'} is a file, not a folder: "
+                                                    "pass a new or existing folder")
+    assert (tmp_path / "afile").read_text() == "mine"

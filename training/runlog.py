@@ -12,6 +12,7 @@ import torch
 
 from training.config import Config, flat_config
 from training.errors import ConfigError
+from training.rundir import truncate_metrics
 
 
 def tracker(cfg: Config) -> str | None:
@@ -43,6 +44,8 @@ class RunLog:
         self.accelerator, self.cfg, self.path = accelerator, cfg, out / "metrics.jsonl"
         self.name = cfg.log.run_name or out.resolve().name
         self.main = accelerator.is_main_process
+        if self.main:
+            truncate_metrics(self.path, step)  # rows written after the checkpoint a run resumes from
         self.tracking = tracker(cfg) is not None
         if self.tracking:
             accelerator.init_trackers(cfg.log.project, config=flat_config(cfg),

@@ -33,7 +33,11 @@ except ImportError:   # Windows: no flock; the folder is not locked there
 LOCK_NAME = ".lock"
 
 
-class FolderBusyError(ValueError):
+class FolderError(ValueError):
+    """An output folder that cannot be used: a file, not writable (one line saying what to do)."""
+
+
+class FolderBusyError(FolderError):
     """Another live process holds the folder (one line: which process, since when, and what to do)."""
 
 
@@ -55,11 +59,15 @@ def _take(folder: Path, name: str) -> int:
     """An open descriptor of folder/name holding its flock; FolderBusyError when a live process holds it."""
     lock = folder / name
     while True:
-        folder.mkdir(parents=True, exist_ok=True)
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except FileNotFoundError:
             continue   # the folder was removed by a holder releasing it: make it again
+        except FileExistsError:
+            raise FolderError(f"{folder} is a file, not a folder: pass a new or existing folder") from None
+        except OSError as e:
+            raise FolderError(f"cannot write in {folder} ({e.strerror}): pass a folder you can write to") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
