@@ -1,4 +1,4 @@
-"""Rows to items, cleaned the way the course cleaned Amazon-Reviews-2023 metadata.
+r"""Rows to items, cleaned the way the course cleaned Amazon-Reviews-2023 metadata.
 
 Follows ed-donner/llm_engineering week 6 (`items.py`, `loaders.py`): keep
 0.5 <= price <= 999.49; text = title + description + features + details, with boilerplate

@@ -3,8 +3,9 @@
 Sources: a .jsonl / .jsonl.gz / .csv / .csv.gz / .parquet file; a folder of such files (the
 bundled `data/amazon-prices` loads as one source); a dataset saved with `save_to_disk`; or,
 with fmt="hf", anything `datasets.load_dataset` accepts (a hub name, a local data folder).
-Each row is either curated (title/text/price) or raw Amazon-Reviews-2023 metadata, told
-apart per row by `data.curate.is_raw_row`.
+Each row is either a listing (text, title + text or title + description, and a price) or raw
+Amazon-Reviews-2023 metadata, told apart per row by `data.curate.is_raw_row`; every shape of
+a listing gives the same text (`data.curate`'s docstring).
 """
 from __future__ import annotations
 
@@ -186,7 +187,7 @@ def check_columns(path: Path, names: Sequence[str]) -> None:
     """DataError naming the columns found when a table lacks those items are made from (curated or raw rows)."""
     have = set(names) | (set() if _NEED_PRICE.get() else {"price"})
     has_text = "text" in have or bool(have & set(RAW_TEXT_FIELDS))
-    # Curated rows take their title from the text's first line; raw rows need a title column.
+    # A text holds its title on its first line when no title column gives it; a description needs one.
     missing = ("price" if "price" not in have else "text" if not has_text
                else "title" if "text" not in have and "title" not in have else None)
     if missing is None:
