@@ -78,13 +78,13 @@ def main() -> None:
     expected = ["--predictor", "expected", *EXPECTED]
 
     step("1/4 base model, before fine-tuning",
-         ["evaluate.py", "--base", "smollm2-135m", *sample, *expected, "--out", str(out / "base")])
+         ["evaluate.py", "--base", "smollm2-135m", *sample, *expected, "--out", str(out / "base"), "--overwrite"])
     step("2/4 constant baseline (training median)",
-         ["evaluate.py", "--predictor", "median", *sample, "--out", str(out / "median")])
+         ["evaluate.py", "--predictor", "median", *sample, "--out", str(out / "median"), "--overwrite"])
     step("3/4 QLoRA training", ["train.py", "--config", args.config, "--output_dir", str(out / "run"), "--overwrite",
                                 "--log.run_name", RUN_NAME])
     step("4/4 fine-tuned adapter", ["evaluate.py", "--adapter", str(out / "run" / "adapter"), *sample, *expected,
-                                    "--out", str(out / "finetuned")])
+                                    "--out", str(out / "finetuned"), "--overwrite"])
     reports = [out / "median", out / "base", out / "finetuned"]
     print(f"\n=== results on {args.limit} held-out test items (expected price)\n", flush=True)
     subprocess.run([sys.executable, "evaluate.py", "--compare", *map(str, reports)], cwd=ROOT, check=True)
