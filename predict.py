@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Sequence
 
 from data import DataError
-from predictors import OptionError, add_answer_width_option, add_predictor_options, load_model, predictor_from_args, \
-    resolve_base, with_run_defaults
+from predictors import OptionError, add_answer_width_option, add_predictor_options, load_model, positive_int, \
+    predictor_from_args, resolve_base, with_run_defaults
 from predictors.pricing import check_output, describe, write_priced
+from utils.folder_lock import hold_folder
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -46,9 +47,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bits", type=int, choices=(4, 8, 16), help="default: the run's, else 4")
     p.add_argument("--quant-type", choices=("nf4", "fp4"), help="default: the run's, else nf4")
     p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"), help="default: the run's")
-    p.add_argument("--max-text-tokens", type=int, help="default: the run's, else 160")
+    p.add_argument("--max-text-tokens", type=positive_int, help="default: the run's, else 160")
     add_answer_width_option(p)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     add_predictor_options(p, default="expected")
     args = p.parse_args(argv)
     if args.file and (args.text or args.title):
@@ -94,11 +95,14 @@ def check_not_input(out: str, source: str | None) -> None:
 
 
 def price(args: argparse.Namespace) -> int:
-    """Check --out against the input, then price the listings."""
-    if args.out:
-        check_output(args.out)
-        check_not_input(args.out, args.file)
-    return run(args)
+    """Check --out against the input, then price the listings (holding --out: one writer at a time)."""
+    if not args.out:
+        return run(args)
+    check_output(args.out)
+    check_not_input(args.out, args.file)
+    out = Path(args.out)
+    with hold_folder(out.parent, "predict.py", name=f".{out.name}.lock"):  # the file, not its whole folder
+        return run(args)
 
 
 def run(args: argparse.Namespace) -> int:

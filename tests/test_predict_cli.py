@@ -167,3 +167,19 @@ def test_out_that_is_the_input_is_refused(how, adapter, tmp_path, capsys, monkey
                        capsys)
     assert code == 2 and err.startswith("error: --out ") and "is the input file" in err, err
     assert len(err.strip().splitlines()) == 1 and source.read_bytes() == before
+
+
+def test_an_out_file_held_by_another_writer_is_refused_before_the_model_loads(tmp_path, capsys):
+    import fcntl
+    import os
+
+    listings = tmp_path / "in.jsonl"
+    listings.write_text('{"text": "Cordless drill"}\n')
+    fd = os.open(tmp_path / ".out.csv.lock", os.O_RDWR | os.O_CREAT)  # the lock predict.py takes for --out out.csv
+    fcntl.flock(fd, fcntl.LOCK_EX)   # a second open file: refused as another process would be
+    try:
+        assert predict.main([str(listings), "--base", "smollm2-135m", "--out", str(tmp_path / "out.csv")]) == 2
+    finally:
+        os.close(fd)
+    assert f"error: {tmp_path} is in use by another process; wait for it" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
