@@ -174,3 +174,29 @@ def test_print_config_prints_the_validated_config_and_loads_nothing(tmp_path, ca
                                                    "output_dir": str(out)})
     assert not out.exists()  # no model, no data, no output folder
     assert train.main(["--config", str(TINY), "--train.lr", "-1", "--print-config"]) == 2
+
+
+BOMB = "lora:\n  target_modules: &l9 [*l8, *l8, *l8, *l8, *l8, *l8, *l8, *l8, *l8]\n"
+for _level in range(8, 0, -1):
+    BOMB = f"l{_level}: &l{_level} [*l{_level - 1}, *l{_level - 1}, *l{_level - 1}, *l{_level - 1}]\n" + BOMB
+BOMB = "l0: &l0 [q_proj, v_proj]\n" + BOMB
+
+
+@pytest.mark.parametrize("text, why", [
+    (BOMB, "aliases expand to more than 100,000 values"),                   # 2 * 4^8 * 9 items, in 10 lines
+    ("train: &t\n  x: *t\n", "recursive alias"),
+    ("train:\n  lr: 1.0e-4\n" + "#" * (1 << 20), "larger than 1,048,576 bytes"),
+])
+def test_a_config_that_expands_or_is_huge_is_refused_in_one_line(tmp_path, capsys, text, why):
+    """An alias bomb would have the parser coerce ~600,000 items (a 9^9 one ran out of memory after a minute);
+    aliases of a few values still load."""
+    path = tmp_path / "few.yaml"
+    path.write_text("train:\n  lr: &lr 1.0e-4\n  weight_decay: *lr\nlora:\n  target_modules: &t [q_proj, v_proj]\n")
+    cfg = load_config(path)
+    assert cfg.train.weight_decay == cfg.train.lr == 1e-4 and cfg.lora.target_modules == ["q_proj", "v_proj"]
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    assert train.main(["--config", str(path), "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path} is refused: ") and why in err and "\n" not in err
+

@@ -21,6 +21,7 @@ import yaml
 
 from training.config import Config, sections, validate
 from training.errors import ConfigError
+from utils.bounded_yaml import YAMLRefused, load_yaml, read_yaml
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 _NULL = {"none", "null", "~"}
@@ -44,7 +45,7 @@ def _coerce_list(value: Any, item: Any, key: str) -> list:
     if isinstance(value, str):
         if value.startswith("["):
             try:
-                value = yaml.safe_load(value)
+                value = load_yaml(value)
             except yaml.YAMLError:
                 raise ConfigError(f"{key} must be a list like [q_proj, v_proj], got {value!r}") from None
         elif "," in value:
@@ -118,9 +119,13 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found: pass one of configs/*.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path) or {}
+    except YAMLRefused as e:
+        raise ConfigError(f"{path} is refused: {e}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path} ({e.strerror}): pass a readable file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must be a mapping of sections (model:, lora:, data:, train:, log:)")
     return raw

@@ -12,6 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from training.config import Config, config_yaml
 from training.errors import ConfigError
@@ -23,8 +24,13 @@ RUN_FILES = ("metrics.jsonl", "config.yaml", "checkpoints", "adapter", "adapter-
 
 def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> str | None:
     """Make `out` ready for this run (main process only); returns a note when an earlier run was moved aside."""
-    used = [name for name in RUN_FILES if (out / name).exists()]
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir {out} is a file, not a folder: pass a new or existing folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot make output_dir {out} ({e.strerror}): pass a folder you can write to") from None
+    used = [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
     if not used or resume:
         return None
     if not overwrite:
@@ -42,12 +48,14 @@ def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> str | None:
     return f"note: --overwrite: moved the earlier run's {', '.join(used)} from {out} to {aside}"
 
 
-def write_run_files(out: Path, cfg: Config, accelerator) -> None:
-    """config.yaml (the resolved config, loadable with --config) and run.json (code, versions, device); main process."""
+def write_run_files(out: Path, cfg: Config, accelerator, changes: list[dict[str, Any]] = ()) -> None:
+    """config.yaml (the resolved config, loadable with --config, headed by a resume's changes) and run.json
+    (code, versions, device, the changes); main process."""
     if accelerator.is_main_process:
-        atomic_write_text(out / "config.yaml", config_yaml(cfg))
-        atomic_write_text(out / "run.json", json.dumps(
-            provenance(accelerator.device, accelerator.num_processes), indent=2) + "\n")
+        atomic_write_text(out / "config.yaml", config_yaml(cfg, changes))
+        record = provenance(accelerator.device, accelerator.num_processes)
+        atomic_write_text(out / "run.json", json.dumps(record | ({"changes": list(changes)} if changes else {}),
+                                                       indent=2) + "\n")
 
 
 def truncate_metrics(path: Path, step: int) -> None:
