@@ -21,6 +21,8 @@ keeps what was done, and --resume (same options, same --out, same adapter weight
 continues it to the files an uninterrupted run writes (predictors/outputs.py). A fresh run into an
 --out holding an earlier evaluation is refused; --overwrite moves that one aside first.
 
+The adapter folder is only read: --update-card adds the test metrics to its model card (README.md).
+
     python evaluate.py --adapter runs/demo/adapter --data data/amazon-prices --out runs/demo/eval
     python evaluate.py --adapter runs/demo/adapter --data data/amazon-prices --out runs/demo/eval --resume
     python evaluate.py --compare runs/base-eval runs/demo/eval   # + each against the first, item by item
@@ -54,12 +56,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out holding an earlier evaluation, moving its files aside (not deleted)")
     p.add_argument("--linear-chart", action="store_true", help="chart.png on the course's linear axes (default: log)")
+    p.add_argument("--update-card", action="store_true",
+                   help="also add this evaluation's metrics to the adapter's model card (its README.md); "
+                        "by default the adapter folder is only read")
     p.add_argument("--score-failures-as-zero", action="store_true",
                    help="score a reply with no price as a $0 guess in the colours too, as the course did "
                         "(default: a failure is a miss, and a $0 guess only in avg error and RMSLE)")
     args = p.parse_args(argv)
     if not args.compare and (not args.data or not args.out):
         p.error("--data and --out are required (or --compare DIR ...)")
+    if args.update_card and not args.adapter:
+        p.error("--update-card writes into an adapter's model card: pass --adapter DIR")
     if args.resume and args.overwrite:
         p.error("--resume continues the evaluation in --out, --overwrite moves it aside: pass one of them")
     try:
@@ -104,7 +111,7 @@ def evaluate_into(args: argparse.Namespace) -> dict:
                            done=folder.done, total=len(items), model=model, tokenizer=tokenizer,
                            train_prices=train_prices, answer_width=args.answer_width)
     report = folder.finish(name)
-    if args.adapter and append_to_model_card(args.adapter, report):
+    if args.update_card and args.adapter and append_to_model_card(args.adapter, report):
         print(f"added these test metrics to {args.adapter}/README.md")
     return report
 

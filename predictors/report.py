@@ -233,8 +233,8 @@ def load_reports(dirs: Sequence[str]) -> list[tuple[str, dict]]:
 
 
 def append_to_model_card(adapter: str | os.PathLike, report: dict) -> Path | None:
-    """Add this evaluation's metrics under the "## Evaluations" of the adapter's README.md (train.py's model card);
-    returns the card, or None when the adapter has none."""
+    """Add this evaluation's metrics under the "## Evaluations" of the adapter's README.md (train.py's model card),
+    opening that section when the card has none; returns the card, or None when the adapter has none."""
     card = Path(adapter) / "README.md"
     if not card.is_file():
         return None
@@ -249,5 +249,8 @@ def append_to_model_card(adapter: str | os.PathLike, report: dict) -> Path | Non
              f"| failures | {report['failures']:,} |"]
     if report.get("interval", {}).get("n"):
         lines.append(f"| interval coverage | {report['interval']['coverage'] * 100:.1f}% |")
-    atomic_write_text(card, card.read_text().rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    text = card.read_text().rstrip("\n")
+    if "\n## Evaluations" not in text:
+        text += "\n\n## Evaluations\n\nAdded by `evaluate.py --update-card`."
+    atomic_write_text(card, text + "\n\n" + "\n".join(lines) + "\n")
     return card

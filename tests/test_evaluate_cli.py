@@ -499,8 +499,9 @@ def test_unreadable_run_config_is_a_usage_error(tmp_path, capsys):
 
 
 def test_report_provenance_model_card_and_run_name(tiny_llama_dir, items_file, tmp_path, capsys):
-    """report.json says which code and packages made it; an adapter's model card gains the test metrics;
-    a report of train.py's <run>/adapter goes by the run's name."""
+    """report.json says which code and packages made it; the adapter folder is left as it was unless
+    --update-card asks for the test metrics in its model card; a report of train.py's <run>/adapter goes by
+    the run's name."""
     import shutil
 
     import torch
@@ -512,11 +513,15 @@ def test_report_provenance_model_card_and_run_name(tiny_llama_dir, items_file, t
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     inject_lora(model, LoRAConfig(r=2))
     save_adapter(model, run / "adapter", base_model_name_or_path=str(tiny_llama_dir))
-    (run / "adapter" / "README.md").write_text("# my-run\n\n## Evaluations\n")
+    (run / "adapter" / "README.md").write_text("# my-run\n\n## Use\n")
     (run / "config.yaml").write_text("log:\n  run_name: tiny pricer\nmodel:\n  bits: 16\ndata:\n  answer_width: 4\n")
+    before = {p.name: p.read_bytes() for p in (run / "adapter").iterdir()}
+    args = ["--adapter", run / "adapter", "--data", items_file, "--split", "all", "--limit", 4,
+            "--predictor", "expected", "--batch-size", 4]
+    assert run_main([*args, "--out", tmp_path / "quiet"], capsys)[0] == 0
+    assert {p.name: p.read_bytes() for p in (run / "adapter").iterdir()} == before   # evaluating only reads
     out = tmp_path / "eval"
-    assert run_main(["--adapter", run / "adapter", "--data", items_file, "--split", "all", "--limit", 4,
-                     "--predictor", "expected", "--batch-size", 4, "--out", out], capsys)[0] == 0
+    assert run_main([*args, "--out", out, "--update-card"], capsys)[0] == 0
     report = json.loads((out / "report.json").read_text())
     assert report["name"] == "tiny pricer" and report["bits"] == 16        # from the run's config.yaml
     assert report["answer_width"] == 4 and report["search_digits"] == 4
@@ -524,6 +529,9 @@ def test_report_provenance_model_card_and_run_name(tiny_llama_dir, items_file, t
     assert len(report["code"]["git"]["commit"]) == 40
     card = (run / "adapter" / "README.md").read_text()
     assert card.count("### ") == 1 and f"| RMSLE | {report['rmsle']:.3f} |" in card
+    assert card.count("## Evaluations") == 1
+    with pytest.raises(SystemExit):
+        ev.parse_args(["--base", "b", "--data", "d", "--out", "o", "--update-card"])   # no adapter to write into
     assert "interval coverage" in card and "all split of" in card
     shutil.copytree(run / "adapter", run / "adapter-best")
     from predictors import model_name
