@@ -13,7 +13,9 @@ what `vllm serve DIR` and
 llama.cpp and Ollama (lora/gguf_export.py), written from the folder's own weights.
 
 The adapter's training-config.yaml, when it has one, goes into the folder too: evaluate.py and
-predict.py --base FOLDER read the answer format and prompt settings from it, as from an adapter.
+predict.py --base FOLDER read the answer format and prompt settings from it, as from an adapter. Its
+model section is rewritten to the folder's own (bits 16, compute_dtype --dtype), so they serve the
+merged weights as saved rather than quantizing them to the 4 bits the adapter was trained over.
 
 The folder appears whole or not at all: it is built in a temporary sibling and renamed into
 place. An existing non-empty --out is refused and left untouched.
@@ -102,7 +104,7 @@ def export_adapter(adapter: str | os.PathLike, out: str | os.PathLike, base: str
         export_merged(model, tokenizer, tmp, dtype=dtype)
         trained = Path(adapter) / TRAINING_CONFIG_NAME
         if trained.is_file():   # how it was trained (the answer format above all): evaluate.py and predict.py read it
-            shutil.copyfile(trained, tmp / TRAINING_CONFIG_NAME)
+            (tmp / TRAINING_CONFIG_NAME).write_text(serving_config(trained.read_text(), dtype))
         print(f"merged -> {out} ({str(dtype).removeprefix('torch.')}, {_size(tmp, '*.safetensors')}) "
               f"in {time.perf_counter() - started:.1f}s")
         if gguf is not None:
@@ -110,6 +112,29 @@ def export_adapter(adapter: str | os.PathLike, out: str | os.PathLike, base: str
             written = write_gguf(tmp, gguf, name=out.name)
             print(f"gguf -> {out / written.name} ({_size(tmp, written.name)}) in {time.perf_counter() - started:.1f}s")
     return out
+
+
+def serving_config(text: str, dtype: torch.dtype) -> str:
+    """The adapter's training-config.yaml as the merged folder's: its model section says how the folder is served.
+
+    evaluate.py and predict.py --base FOLDER take --bits and --compute-dtype from it: the merged weights are
+    16-bit, so they are served as saved (`dtype`), not quantized again to the 4 bits the adapter trained over.
+    """
+    import yaml
+
+    from utils.bounded_yaml import load_yaml
+
+    config = load_yaml(text)
+    if not isinstance(config, dict) or not isinstance(config.get("model", {}), dict):
+        return text   # not train.py's; evaluate.py says what is wrong with it when it reads it
+    trained = config.get("model", {})
+    how = f"{trained.get('bits', '?')}-bit" + (f" {trained.get('quant_type')}" if trained.get("bits") == 4 else "")
+    served = str(dtype).removeprefix("torch.")
+    config["model"] = {**trained, "bits": 16, "compute_dtype": served}
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    note = (f"# python -m lora.export: model.bits and model.compute_dtype are this merged folder's ({served} weights, "
+            f"served as saved); the adapter was trained over {trained.get('name', 'its base')} in {how}")
+    return "\n".join([*comments, note]) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
 def _count_layers(model: torch.nn.Module) -> int:

@@ -307,16 +307,26 @@ def test_smollm2_shipped_adapter(smollm2_dir, tmp_path, capsys):
 
 
 def test_the_merged_folder_keeps_how_the_adapter_was_trained(adapter, tmp_path, capsys):
-    """training-config.yaml travels into the merged folder, where evaluate.py --base reads the answer width."""
+    """training-config.yaml travels into the merged folder, where evaluate.py and predict.py --base read the answer
+    width, and the bits and dtype the folder is served in: its own, not the 4 bits the adapter trained over."""
     import shutil
 
     import evaluate
 
     trained = tmp_path / "trained"
     shutil.copytree(adapter, trained)
-    (trained / "training-config.yaml").write_text("data:\n  answer_width: 4\n  max_text_tokens: 99\n")
-    assert export(["--adapter", trained, "--out", tmp_path / "merged"], capsys)[0] == 0
-    assert (tmp_path / "merged" / "training-config.yaml").read_text() == (trained / "training-config.yaml").read_text()
+    (trained / "training-config.yaml").write_text("# changed on resume: x\nmodel:\n  name: smollm2-135m\n  bits: 4\n"
+                                                   "  quant_type: nf4\n  compute_dtype: bfloat16\n"
+                                                   "data:\n  answer_width: 4\n  max_text_tokens: 99\n")
+    assert export(["--adapter", trained, "--out", tmp_path / "merged", "--dtype", "float32"], capsys)[0] == 0
+    written = (tmp_path / "merged" / "training-config.yaml").read_text()
+    assert written.startswith("# changed on resume: x\n# python -m lora.export:") and "in 4-bit nf4" in written
     args = evaluate.parse_args(["--base", str(tmp_path / "merged"), "--data", "d", "--out", "o"])
     assert (args.answer_width, args.max_text_tokens) == (4, 99)
+    assert (args.bits, args.compute_dtype) == (16, "float32")   # served as saved, not re-quantized to 4 bits
+    import predict
+
+    args = predict.parse_args(["--base", str(tmp_path / "merged"), "--text", "drill"])
+    assert (args.bits, args.compute_dtype, args.answer_width) == (16, "float32", 4)
+    assert predict.parse_args(["--base", str(tmp_path / "merged"), "--text", "drill", "--bits", "4"]).bits == 4
     assert evaluate.parse_args(["--base", "smollm2-135m", "--data", "d", "--out", "o"]).answer_width == 0
