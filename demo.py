@@ -24,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from predictors.paired import paired_folders, verdict
+from utils.bounded_yaml import read_yaml
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED = ROOT / "adapters" / "smollm2-135m-pricer"
@@ -71,7 +70,7 @@ def main() -> None:
     started = time.monotonic()
     # Base and adapter are evaluated alike: prompts cut as in training (the demo trains on short
     # texts for speed) and the training compute dtype.
-    config = yaml.safe_load((ROOT / args.config).read_text())
+    config = read_yaml(ROOT / args.config)
     sample = ["--data", "data/amazon-prices", "--split", "test", "--limit", str(args.limit),
               "--max-text-tokens", str(config.get("data", {}).get("max_text_tokens", 160)),
               "--compute-dtype", str(config.get("model", {}).get("compute_dtype", "bfloat16"))]

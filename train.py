@@ -172,7 +172,8 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
             if stopping:
                 raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved to "
                                           f"{out / 'checkpoints' / f'step-{step}'}; continue with --resume latest")
-    adapter = save_adapter_as("adapter", log.last_validation)
+    position = {**batches.position(step), "data": fingerprint, "best": best.state(), "changes": changes}
+    adapter = save_adapter_as.final(step, optimizer, scheduler, position, last_saved, log.last_validation, say)
     say(f"adapter saved to {adapter}")
     accelerator.end_training()
     return adapter

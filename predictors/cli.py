@@ -88,6 +88,8 @@ def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """
     import yaml
 
+    from utils.bounded_yaml import read_yaml
+
     from lora.io import TRAINING_CONFIG_NAME
 
     run = None
@@ -99,7 +101,7 @@ def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
     saved: Any = {}
     if run is not None and run.is_file():
         try:
-            saved = yaml.safe_load(run.read_bytes().decode("utf-8"))
+            saved = read_yaml(run)
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise OptionError(f"{run}: not readable YAML ({str(e).splitlines()[0]}); pass the options it would "
                               "give (--seed, --bits, ...) or repair it") from None

@@ -72,10 +72,10 @@ def model_name(adapter: str | None, base: str) -> str:
     if adapter is None or path.name not in ("adapter", "adapter-best"):
         return path.name
     name = path.parent.name
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        import yaml
+    with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
+        from utils.bounded_yaml import read_yaml
 
-        name = yaml.safe_load((path.parent / "config.yaml").read_text())["log"]["run_name"] or name
+        name = read_yaml(path.parent / "config.yaml")["log"]["run_name"] or name
     return name + (" (best)" if path.name == "adapter-best" else "")
 
 

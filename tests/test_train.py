@@ -302,10 +302,3 @@ def test_a_second_training_into_a_folder_in_use_is_refused_naming_the_holder(tin
     assert errors == [f"error: {out} is in use by pid {holder.pid} ({errors[0].split('(', 1)[1]}"]
     assert "holder.py run --marker" in errors[0] and not (out / "config.yaml").exists()
 
-
-def test_an_output_dir_that_is_a_file_is_one_line(tiny_llama_dir, tmp_path, capsys):
-    (tmp_path / "afile").write_text("mine")
-    assert train.main(tiny_args(tiny_llama_dir, tmp_path / "afile", "--train.max_steps", "2")) == 2
-    assert capsys.readouterr().err.strip().endswith(f"error: {tmp_path / 'afile'} is a file, not a folder: "
-                                                    "pass a new or existing folder")
-    assert (tmp_path / "afile").read_text() == "mine"

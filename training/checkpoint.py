@@ -302,7 +302,7 @@ def pick_checkpoint(resume: str, output_dir: Path, fingerprint: dict[str, Any] |
 def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accelerator, sharded: bool,
             seed: int, out: Path) -> str:
     """Load the optimizer, schedule and RNG states of `checkpoint` into this run, and its adapter-best into
-    `out`; returns a note."""
+    `out`, moving later checkpoints (of the run this one replaces) aside; returns a note."""
     rank, world = accelerator.process_index, accelerator.num_processes
     # (Multi-process CPU runs name their device "cpu:0", which torch.load cannot map to.)
     where = accelerator.device if accelerator.device.type != "cpu" else "cpu"
@@ -310,9 +310,11 @@ def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accel
                                        map_location=where))
     scheduler.load_state_dict(_load_pt(checkpoint / "scheduler.pt"))
     states = rng.load(checkpoint)
+    note = f"resumed from {checkpoint} at step {state['step']} ({state.get('examples_seen', 0):,} examples seen)"
     if accelerator.is_main_process:
         restore_best(out, checkpoint)
-    note = f"resumed from {checkpoint} at step {state['step']} ({state.get('examples_seen', 0):,} examples seen)"
+        if aside := set_aside_later(out / "checkpoints", state["step"]):
+            note += "\n" + aside  # checkpoints after this one belong to the run this one replaces
     if len(states) == world:
         rng.restore(states[rank])
     else:
