@@ -18,8 +18,9 @@ UV_SPEC ?= uv==0.13.9
 LOCK_OPTS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels \
 	--generate-hashes --no-header -c lock-pins.txt
 LATEST ?= .venv-latest
+INVARIANTS ?= .venv-invariants
 
-.PHONY: install test demo clean-demo lock test-latest
+.PHONY: install test demo clean-demo lock test-latest test-invariants
 
 define install_from
 	@test -x $(1)/bin/python || $(PYTHON) -m venv $(VENV_FLAGS) $(1)
@@ -44,6 +45,7 @@ lock:
 	@test -x .venv-uv/bin/uv || ($(PYTHON) -m venv .venv-uv && .venv-uv/bin/python -m pip install -q "$(UV_SPEC)")
 	.venv-uv/bin/uv pip compile requirements-dev.txt $(LOCK_OPTS) -o requirements-dev.lock
 	.venv-uv/bin/uv pip compile requirements.txt $(LOCK_OPTS) -c requirements-dev.lock -o requirements.lock
+	.venv-uv/bin/uv pip compile requirements-invariants.txt $(LOCK_OPTS) -c requirements-dev.lock -o requirements-invariants.lock
 
 # The suite on the newest releases the ranges admit today, in a venv of its own (the lock is untouched).
 test-latest:
@@ -56,6 +58,15 @@ test-latest:
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The LoRA and quantization invariants (-m "not peft_parity") in a venv of their own that has no peft or trl:
+# they must collect and pass where the reference stack was never installed. Needs TORCH_SPEC set (the
+# default): with TORCH_SPEC= the venv sees the system's packages, peft included, and the check below stops it.
+test-invariants:
+	$(call install_from,$(INVARIANTS),requirements-invariants.lock,requirements-invariants.txt)
+	@for m in peft trl; do if $(INVARIANTS)/bin/python -c "import $$m" 2>/dev/null; then \
+		echo "$(INVARIANTS) can import $$m: the invariants must run without the reference stack"; exit 1; fi; done
+	$(INVARIANTS)/bin/python -m pytest -q -m "not peft_parity" tests/test_lora_*.py tests/test_quant_*.py
 
 demo: $(RUNTIME)
 	$(BIN)/python demo.py --out $(DEMO_OUT)

@@ -71,11 +71,6 @@ class LoRAConfig:
             if not self.target_modules:
                 raise ValueError("target_modules is empty: name at least one module, or use 'all-linear'")
 
-    @property
-    def scaling(self) -> float:
-        """The factor on B(A(x)): alpha / r, or alpha / sqrt(r) with rsLoRA."""
-        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
-
     def to_peft_dict(self, target_modules: list[str] | str | None = None) -> dict[str, Any]:
         """adapter_config.json contents as peft 0.21 writes them (target_modules may be given resolved)."""
         targets = self.target_modules if target_modules is None else target_modules

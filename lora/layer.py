@@ -9,6 +9,8 @@ from torch import nn
 
 from utils.compat import unpack_cpu_4bit
 
+from .config import LoRAConfig
+
 # Wrappers that insert a level into module names: FSDP units and activation checkpointing.
 WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
@@ -57,8 +59,10 @@ class LoRALinear(nn.Module):
     a bf16 compute dtype that differs by at most one bf16 ulp. Under autocast both are bitwise equal.)
     """
 
-    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-                 use_rslora: bool = False, use_dora: bool = False, init: str = "kaiming") -> None:
+    # Defaults are LoRAConfig's (a dataclass keeps each field's default as a class attribute): one set.
+    def __init__(self, base: nn.Linear, r: int = LoRAConfig.r, alpha: float = LoRAConfig.alpha,
+                 dropout: float = LoRAConfig.dropout, use_rslora: bool = LoRAConfig.use_rslora,
+                 use_dora: bool = LoRAConfig.use_dora, init: str = LoRAConfig.init) -> None:
         super().__init__()
         self.base_layer = base
         self.in_features, self.out_features = base.in_features, base.out_features

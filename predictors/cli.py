@@ -70,12 +70,21 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
 
 
 # What train.py trained with, where the command line leaves it open: evaluating on another
-# split or another quantization than training used would score the wrong thing.
-RUN_DEFAULTS = {"seed": ("data", "seed", 42), "val_fraction": ("data", "val_fraction", 0.05),
-                "test_fraction": ("data", "test_fraction", 0.1), "max_text_tokens": ("data", "max_text_tokens", 160),
-                "bits": ("model", "bits", 4), "quant_type": ("model", "quant_type", "nf4"),
-                "compute_dtype": ("model", "compute_dtype", "bfloat16"),
-                "holdout_source": ("data", "holdout_source", None), "answer_width": ("data", "answer_width", 0)}
+# split or another quantization than training used would score the wrong thing. Option -> the
+# (section, field) of train.py's config; when the run does not say, the default is that field's
+# own (training/config.py), read when needed so that importing predictors does not import torch.
+RUN_DEFAULTS = {"seed": ("data", "seed"), "val_fraction": ("data", "val_fraction"),
+                "test_fraction": ("data", "test_fraction"), "max_text_tokens": ("data", "max_text_tokens"),
+                "bits": ("model", "bits"), "quant_type": ("model", "quant_type"),
+                "compute_dtype": ("model", "compute_dtype"),
+                "holdout_source": ("data", "holdout_source"), "answer_width": ("data", "answer_width")}
+
+
+def training_default(section: str, name: str) -> Any:
+    """The value train.py uses for <section>.<name> when a config leaves it out (training.config's default)."""
+    from training.config import Config
+
+    return getattr(getattr(Config(), section), name)
 
 
 def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -105,8 +114,9 @@ def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise OptionError(f"{run}: not readable YAML ({str(e).splitlines()[0]}); pass the options it would "
                               "give (--seed, --bits, ...) or repair it") from None
-    for key, (section, name, default) in RUN_DEFAULTS.items():
+    for key, (section, name) in RUN_DEFAULTS.items():
         part = saved.get(section) if isinstance(saved, dict) else None
         if hasattr(args, key) and getattr(args, key) is None:
+            default = training_default(section, name)
             setattr(args, key, part.get(name, default) if isinstance(part, dict) else default)
     return args

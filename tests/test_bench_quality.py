@@ -142,6 +142,7 @@ def test_blend_joins_on_title_and_truth_and_takes_the_geometric_mean(tmp_path):
 def test_reference_stack_lora_plus_matches_train_py(tiny_llama_dir, tmp_path, monkeypatch):
     """bench.reference_train gives peft's B matrices lr x loraplus_ratio, as training/optim.py does for pricer's:
     the two stacks' losses agree step for step (the same recipe, data order and initial adapter weights)."""
+    pytest.importorskip("peft")
     import bench.reference_train as ref
     import train
 

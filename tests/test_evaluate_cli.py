@@ -42,6 +42,7 @@ def pricer_adapter(tiny_llama_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def peft_adapter(tiny_llama_dir, tmp_path_factory):
+    pytest.importorskip("peft")
     from peft import LoraConfig, get_peft_model
 
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
@@ -71,6 +72,7 @@ def read_predictions(out_dir):
 
 def peft_reference(base_dir, adapter_dir, items, bits_dtype=torch.bfloat16):
     """Expected prices from peft's own model (base in bf16, as --bits 16 loads it) for the same prompts."""
+    pytest.importorskip("peft")
     from peft import PeftModel
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -81,6 +83,7 @@ def peft_reference(base_dir, adapter_dir, items, bits_dtype=torch.bfloat16):
     return predict_expected(model, tokenizer, prompts, batch_size=4)
 
 
+@pytest.mark.peft_parity
 @pytest.mark.parametrize("which", ["pricer", "peft"])
 def test_end_to_end_adapter_matches_peft(which, request, tiny_llama_dir, items_file, tmp_path, capsys):
     adapter = request.getfixturevalue(f"{which}_adapter")

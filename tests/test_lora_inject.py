@@ -1,9 +1,9 @@
-"""inject_lora / unload_lora / lora_parameters on the tiny Llama, checked against peft.get_peft_model."""
+"""inject_lora / unload_lora / lora_parameters on the tiny Llama, checked against peft.get_peft_model (marked
+peft_parity) and by their own invariants."""
 import logging
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 from test_lora_layer import quantize_model
 from transformers import AutoModelForCausalLM
 
@@ -19,7 +19,10 @@ def load(path):
 
 
 def peft_twin(ours, base, config: LoRAConfig):
-    """peft model over `base` (same weights as ours' base) holding ours' adapter weights."""
+    """peft model over `base` (same weights as ours' base) holding ours' adapter weights; skips without peft."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
     targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
     pm = get_peft_model(base, LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
                                          target_modules=targets, use_rslora=config.use_rslora,
@@ -50,6 +53,7 @@ def peft_wrapped(pm):
                   and isinstance(getattr(m, "lora_A"), torch.nn.ModuleDict))
 
 
+@pytest.mark.peft_parity
 @pytest.mark.parametrize("targets,count", [(("q_proj", "k_proj", "v_proj", "o_proj"), 8), ("all-linear", 14),
                                            (r".*\.0\.self_attn\.(q|v)_proj", 2)])
 def test_targets_match_peft(tiny_llama_dir, targets, count):
@@ -78,7 +82,11 @@ def test_freezes_everything_but_lora_and_logs_counts(tiny_llama, caplog):
     assert not any(layer.training for layer in lora_layers(tiny_llama).values())  # eval model: no dropout
 
 
+@pytest.mark.peft_parity
 def test_same_seed_gives_peft_initial_weights(tiny_llama_dir):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
     ours, theirs = load(tiny_llama_dir), load(tiny_llama_dir)
     torch.manual_seed(123)
     inject_lora(ours, LoRAConfig(r=4, alpha=8))
@@ -89,6 +97,7 @@ def test_same_seed_gives_peft_initial_weights(tiny_llama_dir):
         assert not layer.lora_B.weight.any()
 
 
+@pytest.mark.peft_parity
 @pytest.mark.parametrize("variant", [{}, {"use_dora": True}, {"use_rslora": True, "target_modules": "all-linear"}])
 def test_model_logits_and_grads_match_peft(tiny_llama_dir, variant):
     ours, theirs = load(tiny_llama_dir), load(tiny_llama_dir)
@@ -108,6 +117,7 @@ def test_model_logits_and_grads_match_peft(tiny_llama_dir, variant):
                                    atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.peft_parity
 def test_4bit_parameter_count_matches_peft(tiny_llama_dir):
     ours = quantize_model(load(tiny_llama_dir), "nf4")
     theirs = quantize_model(load(tiny_llama_dir), "nf4")
@@ -156,9 +166,12 @@ def test_bad_targets_and_double_injection(tiny_llama):
         inject_lora(tiny_llama, LoRAConfig())
 
 
-def test_config_validation_and_scaling():
-    assert LoRAConfig(r=16, alpha=32).scaling == 2.0
-    assert LoRAConfig(r=16, alpha=32, use_rslora=True).scaling == 8.0
+def test_config_validation_and_scaling(tiny_llama):
+    inject_lora(tiny_llama, LoRAConfig(r=16, alpha=32, target_modules=("q_proj",)))
+    assert {layer.scaling for layer in lora_layers(tiny_llama).values()} == {2.0}
+    unload_lora(tiny_llama)
+    inject_lora(tiny_llama, LoRAConfig(r=16, alpha=32, use_rslora=True, target_modules=("q_proj",)))
+    assert {layer.scaling for layer in lora_layers(tiny_llama).values()} == {8.0}
     for bad in ({"r": 0}, {"alpha": 0}, {"dropout": 1.0}, {"init": "pissa"}, {"target_modules": ()}):
         with pytest.raises(ValueError):
             LoRAConfig(**bad)

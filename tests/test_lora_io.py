@@ -1,10 +1,9 @@
-"""save_adapter / load_adapter: peft's file format both ways, and every bad-adapter error."""
+"""save_adapter / load_adapter: peft's file format both ways (marked peft_parity), and every bad-adapter error."""
 import json
 import re
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from test_lora_inject import load, randomize
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -22,9 +21,13 @@ def trained(path, **config):
     return randomize(model)
 
 
+@pytest.mark.peft_parity
 @pytest.mark.parametrize("config", [{}, {"use_dora": True}, {"use_rslora": True, "target_modules": "all-linear"},
                                     {"target_modules": r".*\.1\.mlp\.(up|down)_proj", "init": "gaussian"}])
 def test_peft_loads_what_pricer_saves(tiny_llama_dir, tmp_path, config):
+    pytest.importorskip("peft")
+    from peft import PeftModel
+
     ours = trained(tiny_llama_dir, **config)
     save_adapter(ours, tmp_path / "adapter")
     pm = PeftModel.from_pretrained(load(tiny_llama_dir), tmp_path / "adapter")
@@ -34,8 +37,12 @@ def test_peft_loads_what_pricer_saves(tiny_llama_dir, tmp_path, config):
         == len(lora_layers(ours))
 
 
+@pytest.mark.peft_parity
 def test_file_format_is_peft_s(tiny_llama_dir, tmp_path):
     """Same keys, shapes, dtypes and config fields as peft's own save_pretrained."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
     ours = trained(tiny_llama_dir, use_dora=True)
     save_adapter(ours, tmp_path / "ours", base_model_name_or_path="org/tiny")
     pm = get_peft_model(load(tiny_llama_dir), LoraConfig(r=4, lora_alpha=8, use_dora=True, task_type="CAUSAL_LM",
@@ -54,6 +61,7 @@ def test_file_format_is_peft_s(tiny_llama_dir, tmp_path):
     assert ca["base_model_name_or_path"] == "org/tiny"
 
 
+@pytest.mark.peft_parity
 @pytest.mark.parametrize("config", [
     dict(target_modules=["q_proj", "v_proj"]),
     dict(target_modules=["q_proj", "v_proj"], use_dora=True),
@@ -62,6 +70,9 @@ def test_file_format_is_peft_s(tiny_llama_dir, tmp_path):
     dict(target_modules=["k_proj"], init_lora_weights=False),
 ])
 def test_pricer_loads_what_peft_saves(tiny_llama_dir, tmp_path, config):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
     pm = get_peft_model(load(tiny_llama_dir), LoraConfig(r=4, lora_alpha=16, task_type="CAUSAL_LM", **config))
     torch.manual_seed(1)
     with torch.no_grad():

@@ -1,16 +1,14 @@
-"""LoRALinear against peft 0.21's lora.Linear / bnb Linear4bit / Linear8bitLt on identical bases and weights."""
+"""LoRALinear against peft 0.21's lora.Linear / bnb Linear4bit / Linear8bitLt on identical bases and weights
+(marked peft_parity), and its own invariants (scaling by hand, fresh layer equals base, init statistics)."""
+import inspect
 import math
 
 import bitsandbytes as bnb
 import pytest
 import torch
-from peft import LoraConfig
-from peft.tuners.lora import Linear as PeftLinear
-from peft.tuners.lora.bnb import Linear4bit as PeftLinear4bit
-from peft.tuners.lora.bnb import Linear8bitLt as PeftLinear8bitLt
 from torch import nn
 
-from lora import LoRALinear
+from lora import LoRAConfig, LoRALinear
 
 IN, OUT, R, ALPHA = 64, 32, 4, 8  # OUT a multiple of 32: bitsandbytes CPU packing needs it
 
@@ -42,14 +40,31 @@ def quantize_model(model: nn.Module, kind: str, **kw) -> nn.Module:
     return model.requires_grad_(False)
 
 
-def pair(base: nn.Module, *, dropout=0.0, use_rslora=False, use_dora=False, seed=0):
-    """(pricer LoRALinear, peft layer) over the same base object, with the same random A, B (and magnitude)."""
+def ours_with_update(base: nn.Module, *, dropout=0.0, use_rslora=False, use_dora=False, seed=0) -> LoRALinear:
+    """A pricer LoRALinear over `base` with seeded A and a nonzero random B, so the update is visible."""
     torch.manual_seed(seed)
     ours = LoRALinear(base, r=R, alpha=ALPHA, dropout=dropout, use_rslora=use_rslora, use_dora=use_dora)
     with torch.no_grad():
-        ours.lora_B.weight.normal_(0, 0.1)  # nonzero so the update is visible
+        ours.lora_B.weight.normal_(0, 0.1)
+    return ours
+
+
+def peft_layer_class(base: nn.Module) -> type:
+    """peft's LoRA layer class for `base` (lora.Linear, bnb Linear4bit or Linear8bitLt); skips without peft."""
+    pytest.importorskip("peft")
+    from peft.tuners.lora import Linear
+    from peft.tuners.lora.bnb import Linear4bit, Linear8bitLt
+
+    return {"Linear4bit": Linear4bit, "Linear8bitLt": Linear8bitLt}.get(type(base).__name__, Linear)
+
+
+def pair(base: nn.Module, *, dropout=0.0, use_rslora=False, use_dora=False, seed=0):
+    """(pricer LoRALinear, peft layer) over the same base object, with the same random A, B (and magnitude)."""
+    cls = peft_layer_class(base)
+    from peft import LoraConfig
+
+    ours = ours_with_update(base, dropout=dropout, use_rslora=use_rslora, use_dora=use_dora, seed=seed)
     cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=dropout, use_rslora=use_rslora, use_dora=use_dora)
-    cls = {"Linear4bit": PeftLinear4bit, "Linear8bitLt": PeftLinear8bitLt}.get(type(base).__name__, PeftLinear)
     ref = cls(base, "default", config=cfg, r=R, lora_alpha=ALPHA)
     ref.lora_A.float(), ref.lora_B.float()  # as get_peft_model's default autocast_adapter_dtype=True does
     with torch.no_grad():
@@ -81,6 +96,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.peft_parity
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_and_grads_match_peft_fp32(variant):
     torch.manual_seed(0)
@@ -96,6 +112,7 @@ def test_forward_and_grads_match_peft_fp32(variant):
         ours.zero_grad(), ref.zero_grad()
 
 
+@pytest.mark.peft_parity
 @pytest.mark.parametrize("kind,double_quant", [("nf4", True), ("nf4", False), ("fp4", True), ("fp4", False),
                                                ("int8", False)])
 @pytest.mark.parametrize("variant", ["lora", "dora"])
@@ -120,6 +137,7 @@ def test_forward_and_grads_match_peft_quantized(kind, double_quant, variant):
             torch.testing.assert_close(ours(x), ref.eval()(x), atol=1e-6, rtol=0)
 
 
+@pytest.mark.peft_parity
 @pytest.mark.parametrize("kind", ["nf4", "fp4"])
 def test_bf16_compute_4bit_matches_peft_within_one_ulp(kind):
     """bf16 activations: peft's bnb layer rounds the update to bf16 before adding, pricer after (as peft's
@@ -133,6 +151,7 @@ def test_bf16_compute_4bit_matches_peft_within_one_ulp(kind):
     torch.testing.assert_close(y1.float(), y2.float(), atol=2 ** -7 * y2.float().abs().max().item(), rtol=0)
 
 
+@pytest.mark.peft_parity
 @pytest.mark.parametrize("kind", ["nf4", "fp4"])
 @pytest.mark.parametrize("variant", ["lora", "dora"])
 def test_bf16_autocast_4bit_is_bitwise_peft(kind, variant):
@@ -146,6 +165,7 @@ def test_bf16_autocast_4bit_is_bitwise_peft(kind, variant):
     assert all(torch.equal(a, b) for a, b in zip(g1, g2, strict=True))
 
 
+@pytest.mark.peft_parity
 def test_dtype_rules_match_peft_for_bf16_base():
     """x is cast to A's dtype (float32), the sum back to the base output dtype: bitwise equal to peft."""
     torch.manual_seed(0)
@@ -161,11 +181,17 @@ def test_update_is_scaled_b_a_x_by_hand():
     torch.manual_seed(0)
     base = nn.Linear(IN, OUT, bias=False).requires_grad_(False)
     for rs, scale in ((False, ALPHA / R), (True, ALPHA / math.sqrt(R))):
-        layer, _ = pair(base, use_rslora=rs)
+        layer = ours_with_update(base, use_rslora=rs)
         assert layer.scaling == pytest.approx(scale)
         x = torch.randn(5, IN)
         by_hand = x @ base.weight.T + scale * (x @ layer.lora_A.weight.T @ layer.lora_B.weight.T)
         torch.testing.assert_close(layer(x), by_hand, atol=1e-6, rtol=0)
+
+
+def test_constructor_defaults_are_lora_configs():
+    """LoRALinear(base) with no options is the layer inject_lora builds for LoRAConfig()."""
+    defaults = {k: p.default for k, p in inspect.signature(LoRALinear).parameters.items() if k != "base"}
+    assert defaults == {k: getattr(LoRAConfig(), k) for k in defaults}
 
 
 def test_fresh_layer_equals_base_and_only_adapter_trains():

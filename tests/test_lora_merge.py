@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 from test_lora_inject import load, randomize
 from test_lora_layer import quantize_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
@@ -36,7 +35,11 @@ def test_merge_fp32_equals_unmerged(tiny_llama, config):
     torch.testing.assert_close(logits(tiny_llama), before, atol=1e-5, rtol=0)
 
 
+@pytest.mark.peft_parity
 def test_merged_weights_equal_peft_merge_and_unload(tiny_llama_dir):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
     ours = with_adapter(load(tiny_llama_dir), use_dora=True)
     pm = get_peft_model(load(tiny_llama_dir), LoraConfig(r=8, lora_alpha=16, use_dora=True,
                                                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))

@@ -36,7 +36,9 @@ def _dtypes(model):
     return {name: p.dtype for name, p in model.named_parameters()}
 
 
+@pytest.mark.peft_parity
 def test_matches_peft_with_upcast_embeddings_and_differs_only_on_them_by_default(tiny_llama_dir):
+    pytest.importorskip("peft")
     from peft import prepare_model_for_kbit_training
 
     reference, _ = load_base_model(str(tiny_llama_dir), bits=4, verbose=False)

@@ -85,6 +85,7 @@ def test_training_lowers_the_loss_and_changes_only_lora(tiny_llama_dir, tmp_path
 
 @pytest.mark.peft_parity
 def test_adapter_loads_with_lora_and_peft(tiny_llama_dir, tmp_path):
+    pytest.importorskip("peft")
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
