@@ -11,6 +11,7 @@ import os
 import statistics
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from data.items import DataError, Item
@@ -80,8 +81,8 @@ def write_histogram(items: list[Item], path: str | Path, title: str = "") -> Non
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
+def main(argv: list[str] | None = None, resolve: Callable[[str], str] | None = None) -> int:
+    """CLI entry point; `resolve` turns an embedded tokenizer name into its folder (data.tokens.load_tokenizer)."""
     parser = argparse.ArgumentParser(prog="python -m data", description=__doc__.splitlines()[0])
     parser.add_argument("source", help="file, folder (e.g. data/amazon-prices) or saved dataset")
     parser.add_argument("--fmt", choices=["jsonl", "csv", "parquet", "hf"])
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tokenizer:
             from data.tokens import load_tokenizer
 
-            tokenizer = load_tokenizer(args.tokenizer)
+            tokenizer = load_tokenizer(args.tokenizer, resolve)
         print(describe(items, report, args.seed, tokenizer))
         if args.hist:
             write_histogram(items, args.hist, title=f"{args.source}: {len(items):,} items")
@@ -111,4 +112,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from quant import resolve_model  # the command wires in quant's embedded names; the data package never does
+
+    sys.exit(main(resolve=resolve_model))

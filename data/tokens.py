@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,22 +78,21 @@ def format_probe(probe: TokenProbe, name: str = "") -> str:
     return "\n".join(lines)
 
 
-def load_tokenizer(model: str) -> Any:
-    """AutoTokenizer for a folder or hub id; pricer's embedded names go through quant.resolve_model."""
+def load_tokenizer(model: str, resolve: Callable[[str], str] | None = None) -> Any:
+    """AutoTokenizer for a folder or hub id, after `resolve` maps the name to one (the entry points pass
+    quant.resolve_model, which provisions pricer's embedded models: data/ itself never imports quant)."""
     from transformers import AutoTokenizer
 
-    from quant import resolve_model  # CLI only: data/ itself never imports quant
-
-    return AutoTokenizer.from_pretrained(resolve_model(model))
+    return AutoTokenizer.from_pretrained(resolve(model) if resolve is not None else model)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
+def main(argv: list[str] | None = None, resolve: Callable[[str], str] | None = None) -> int:
+    """CLI entry point; `resolve` turns an embedded name into its folder (see load_tokenizer)."""
     parser = argparse.ArgumentParser(prog="python -m data.tokens", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="tokenizer folder, hub id or embedded name (smollm2-135m, gemma3-270m)")
     args = parser.parse_args(argv)
     try:
-        tokenizer = load_tokenizer(args.model)
+        tokenizer = load_tokenizer(args.model, resolve)
     except (OSError, ValueError) as e:
         print(f"error: could not load a tokenizer from {args.model!r}: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
@@ -101,4 +101,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from quant import resolve_model  # the command wires in quant's embedded names; importing data.tokens never does
+
+    sys.exit(main(resolve=resolve_model))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 
 from torch import nn
+
+from utils.target_modules import matches_target, output_head_name
 
 from .config import AdapterError, LoRAConfig
 from .layer import LoRALinear, unwrapped_name
@@ -20,23 +21,6 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
         if isinstance(m, LoRALinear):
             layers[unwrapped_name(name)] = m
     return layers
-
-
-def matches_target(name: str, targets: tuple[str, ...] | list[str] | str, head: str | None) -> bool:
-    """Whether LoRAConfig.target_modules names the module `name`: "all-linear" (all but the output
-    head `head`), a regex matched against the whole qualified name, or names matched as dotted suffixes."""
-    if targets == "all-linear":
-        return name != head
-    if isinstance(targets, str):
-        return re.fullmatch(targets, name) is not None
-    return any(name == t or name.endswith("." + t) for t in targets)
-
-
-def output_head_name(model: nn.Module) -> str | None:
-    """The qualified name of the model's output head (get_output_embeddings), or None."""
-    get_head = getattr(model, "get_output_embeddings", None)
-    head = get_head() if callable(get_head) else None
-    return next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
 
 
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:

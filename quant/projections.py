@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from quant.exceptions import ModelError
+from utils.target_modules import matches_target, output_head_name
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LAYER_KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -22,10 +23,8 @@ def check_projections(model: nn.Module, targets: Sequence[str] | str = ATTENTION
 
     `targets` is a list of names matched as dotted suffixes ("q_proj", "self_attn.q_proj"), "all-linear",
     or a regex matched against whole qualified names -- the three forms LoRAConfig.target_modules
-    takes, with lora.inject's meaning.
+    takes, with the meaning inject_lora gives them (both read utils.target_modules).
     """
-    from lora.inject import matches_target, output_head_name  # the one definition of what a target names
-
     names = linear_names(model)
     head = output_head_name(model)
     found = [n for n in names if matches_target(n, targets, head)]

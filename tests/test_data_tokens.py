@@ -1,8 +1,14 @@
 """The tokenizer probe on tokenizers with known answers."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from transformers import AutoTokenizer
 
 from data.tokens import format_probe, main, probe_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_digit_tokenizer(tiny_tokenizer):
@@ -43,6 +49,21 @@ def test_cli(tiny_llama_dir, capsys):
     assert "integers 0-999 that are one token: 10/1000" in out and "'Price is $' alone" in out
 
 
+def test_cli_resolves_names_through_the_resolver_it_is_given(tiny_llama_dir, capsys):
+    assert main(["tiny-name"], resolve={"tiny-name": str(tiny_llama_dir)}.__getitem__) == 0
+    assert "integers 0-999 that are one token: 10/1000" in capsys.readouterr().out
+
+
+def test_the_data_package_never_imports_quant_and_the_command_wires_it_in(tiny_llama_dir):
+    """data.tokens and python -m data import no quant; `python -m data.tokens` passes quant.resolve_model."""
+    code = "import sys, data.tokens, data.__main__; print('quant' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False", imported.stderr
+    command = subprocess.run([sys.executable, "-m", "data.tokens", str(tiny_llama_dir)], cwd=REPO,
+                             capture_output=True, text=True)
+    assert command.returncode == 0 and "one token: 10/1000" in command.stdout, command.stderr
+
+
 @pytest.mark.smollm2
 def test_smollm2(request):
     pytest.importorskip("quant")
@@ -60,4 +81,6 @@ def test_gemma3(gemma3_dir, capsys):
     assert probe.completions["89.00"] == ["8", "9", ".", "0", "0"]
     assert probe.prefix_ids == [11280, 563, 609]   # "Price", "\u2581is", "\u2581$"
     assert probe.prefix_same_at_prompt_end and probe.prefix_found_in_training_ids
-    assert main(["gemma3-270m"]) == 0 and "integers 0-999 that are one token: 10/1000" in capsys.readouterr().out
+    from quant import resolve_model
+
+    assert main(["gemma3-270m"], resolve=resolve_model) == 0 and "integers 0-999 that are one token: 10/1000" in capsys.readouterr().out
