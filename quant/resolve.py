@@ -7,6 +7,8 @@ in the Hugging Face cache when it is there, and otherwise to the embedded copy, 
 starting a download: an adapter trained offline loads offline, on the weights it was trained on
 (the embedded copies are de-quantized from 4-bit GGUFs, close to but not bitwise the original bf16
 releases). Any other hub id that cannot be fetched gets a loader error naming the embedded model.
+Each embedded folder is also registered in the Hugging Face cache as a revision of its own
+(quant/hf_cache.py), which the adapters trained on it name, so peft finds it offline.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from quant.embedded import EMBEDDED, embedded_named, embedded_with_hub_id, provision
+from quant.embedded import EMBEDDED, EmbeddedModel, embedded_named, embedded_with_hub_id, provision
 from quant.exceptions import ModelError
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -25,10 +27,10 @@ def resolve_model(name: str | os.PathLike) -> str:
     text = str(name)
     embedded = embedded_named(text)
     if embedded is not None:
-        return str(provision(embedded))
+        return _provision_and_register(embedded)
     embedded = embedded_with_hub_id(text)
     if embedded is not None:
-        return _cached_hub_folder(embedded.hub_id) or str(provision(embedded))
+        return _cached_hub_folder(embedded.hub_id) or _provision_and_register(embedded)
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -43,6 +45,15 @@ def resolve_model(name: str | os.PathLike) -> str:
     if "/" not in text and os.sep not in text:
         raise ModelError(f"unknown model name {text!r}; {hint}")
     raise ModelError(f"no model folder at {text}; {hint}")
+
+
+def _provision_and_register(model: EmbeddedModel) -> str:
+    """The embedded folder, registered as its own revision in the Hugging Face cache for peft (quant/hf_cache.py)."""
+    from quant.hf_cache import register_quietly
+
+    folder = provision(model)
+    register_quietly(model, folder)
+    return str(folder)
 
 
 def canonical_name(name: str) -> str:

