@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from bench.llama8b import build_llama_4bit, completion_batch
+from bench.llama_shapes import build_llama_4bit, completion_batch
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,59 +1,43 @@
-"""Build a Llama-3.1-8B-shaped model with random weights directly in bitsandbytes NF4 on a GPU.
+"""Llama 3.1 shapes (8B, 70B) with random weights, built in bitsandbytes NF4 on a GPU layer by layer.
 
-Weights do not change speed, so benchmarks use this instead of the real checkpoint: the
-same shapes (32 layers, hidden 4096, MLP 14336, 32 query / 8 key-value heads, vocabulary
-128,256), the same module classes transformers builds for `BitsAndBytesConfig(load_in_4bit=True,
-bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=bfloat16)`
-(every decoder Linear becomes `bnb.nn.Linear4bit`; embeddings, norms and head stay bf16).
-Each weight is drawn on the GPU and quantized in place, layer by layer, so building takes
-seconds and never holds the 16 GB bf16 model.
+Weights do not change speed or memory, so benchmarks use these instead of the real checkpoints:
+the same shapes and the same module classes transformers builds for `BitsAndBytesConfig(
+load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+bnb_4bit_compute_dtype=bfloat16)` (every decoder Linear a `bnb.nn.Linear4bit`; embeddings, norms
+and head bf16). quant.layerwise builds them: the skeleton on the meta device, then each weight
+drawn on the GPU and quantized before the next, so neither host nor GPU ever holds the 16-bit
+model (16 GB for 8B, 141 GB for 70B).
 """
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 LLAMA31_8B = dict(
     hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
     num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
     rms_norm_eps=1e-5, tie_word_embeddings=False,
 )
+LLAMA31_70B = {**LLAMA31_8B, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+               "num_attention_heads": 64, "num_key_value_heads": 8}
+SHAPES = {"8b": LLAMA31_8B, "70b": LLAMA31_70B}
 
 
-def build_llama_4bit(device: str = "cuda", seed: int = 0, quant_storage=torch.uint8, **overrides):
-    """Return a LlamaForCausalLM of the 8B shape (or `overrides`) with random NF4 weights on `device`."""
-    import bitsandbytes as bnb
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+def llama_config(shape: str = "8b", **overrides):
+    """The LlamaConfig of a named shape ("8b", "70b"), with `overrides` (no KV cache: these models train)."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(**{**LLAMA31_8B, **overrides})
+    config = LlamaConfig(**{**SHAPES[shape], **overrides})
     config.use_cache = False
-    torch.manual_seed(seed)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config)
-    std = 0.02
-    for layer in model.model.layers:
-        for parent in (layer.self_attn, layer.mlp):
-            for name, lin in list(parent.named_children()):
-                if not isinstance(lin, nn.Linear):
-                    continue
-                q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False,
-                                      compute_dtype=torch.bfloat16, compress_statistics=True,
-                                      quant_type="nf4", quant_storage=quant_storage, device="meta")
-                w = torch.randn(lin.out_features, lin.in_features, device=device, dtype=torch.bfloat16) * std
-                # module=q: the layer keeps its own copy of the quantization state, which FSDP needs.
-                q.weight = bnb.nn.Params4bit(w, requires_grad=False, compress_statistics=True, quant_type="nf4",
-                                             quant_storage=quant_storage, module=q).to(device)
-                setattr(parent, name, q)
-    for mod in model.modules():
-        for pname, p in list(mod.named_parameters(recurse=False)):
-            if p.is_meta:
-                data = (torch.ones(p.shape, device=device, dtype=torch.bfloat16) if p.dim() == 1
-                        else torch.randn(p.shape, device=device, dtype=torch.bfloat16) * std)
-                setattr(mod, pname, nn.Parameter(data, requires_grad=False))
-    model.model.rotary_emb = LlamaRotaryEmbedding(config).to(device)
-    model.requires_grad_(False)
-    return model
+    return config
+
+
+def build_llama_4bit(device: str = "cuda", seed: int = 0, quant_storage=torch.uint8, shape: str = "8b",
+                     **overrides):
+    """A LlamaForCausalLM of `shape` (with `overrides`) with random NF4 weights on `device`, built layer by layer."""
+    from quant.layerwise import Quant4bit, RandomSource, build_4bit
+
+    quant = Quant4bit(quant_type="nf4", double_quant=True, compute_dtype=torch.bfloat16, quant_storage=quant_storage)
+    return build_4bit(llama_config(shape, **overrides), RandomSource(seed), device, quant)
 
 
 def completion_batch(batch: int, seq_len: int = 182, answer_tokens: int = 5, vocab: int = 128256,

@@ -1,6 +1,6 @@
 """Training and prediction speed on a Llama-3.1-8B-shaped NF4 model: the reference stack vs pricer.
 
-Same GPU, same run, same base (random NF4 weights, bench/llama8b.py), same batches
+Same GPU, same run, same base (random NF4 weights, bench/llama_shapes.py), same batches
 (sequence length 182, completion-only labels on the last 5 tokens):
 
   reference : transformers + bitsandbytes NF4 (double quant, bf16 compute) + peft LoRA
@@ -12,7 +12,9 @@ Same GPU, same run, same base (random NF4 weights, bench/llama8b.py), same batch
   compiled  : pricer with training.compile_decoder_layers (torch.compile of each decoder layer,
               fusing the elementwise work between the matmuls), inside the same CUDA graphs.
 
-Each (stack, batch, checkpointing) cell runs in its own process so that allocator and
+Each cell also reports achieved TFLOP/s, and the summary its model FLOPs utilisation: bench/flops.py's
+count (4 x decoder parameters + attention + LoRA, per token) over the bf16 matmul peak measured at
+the start of the same run. Each (stack, batch, checkpointing) cell runs in its own process so that allocator and
 paged-optimizer state never leak between cells. Then a parity check (dropout 0, the same
 initial adapter weights, 20 distinct batches: both stacks' losses) and prediction speed
 (the course's one-at-a-time generate vs predict.predict_greedy and predict_expected).
@@ -34,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from bench.llama8b import build_llama_4bit, completion_batch
+from bench.flops import lora_step_flops_per_token, matmul_peak_tflops
+from bench.llama_shapes import build_llama_4bit, completion_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,9 +112,11 @@ def one_cell(stack: str, batch: int, checkpointing: bool, steps: int = 10, warmu
         loss = step(*batches[i % len(batches)])
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return dict(stack=stack, batch=batch, checkpointing=checkpointing, tokens_per_s=round(batch * SEQ * steps / dt),
+    tokens_per_s = batch * SEQ * steps / dt
+    return dict(stack=stack, batch=batch, checkpointing=checkpointing, tokens_per_s=round(tokens_per_s),
                 step_ms=round(1000 * dt / steps, 1), peak_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                last_loss=round(float(loss), 4))
+                last_loss=round(float(loss), 4),
+                tflops=round(lora_step_flops_per_token(lm.config, SEQ, LORA["r"], TARGETS) * tokens_per_s / 1e12, 1))
 
 
 def parity(steps: int = 20) -> dict:
@@ -234,9 +239,13 @@ def summary(result: dict) -> str:
     """The printed table: versions, every cell, the ratios, parity and prediction speed."""
     lines = [f"\n{result['device']}, torch {result['torch']}, transformers {result['transformers']}, "
              f"peft {result['peft']}, bitsandbytes {result['bitsandbytes']}, {result['date']}"]
+    peak = result.get("bf16_peak_tflops")
+    if peak:
+        lines.append(f"bf16 matmul peak measured in this run: {peak} TFLOP/s (bench/flops.py)")
     for c in result.get("train", []):
+        mfu = f"  {c['tflops']:>5} TFLOP/s  MFU {c['tflops'] / peak:.1%}" if peak and "tflops" in c else ""
         lines.append(f"{c['stack']:>9} batch {c['batch']:>2} ckpt {str(c['checkpointing']):>5}: " + (
-            f"{c['tokens_per_s']:>6} tok/s  {c['peak_gb']:>6} GB" if "tokens_per_s" in c else str(c.get("error"))))
+            f"{c['tokens_per_s']:>6} tok/s  {c['peak_gb']:>6} GB{mfu}" if "tokens_per_s" in c else str(c.get("error"))))
     for r in result.get("ratios", []):
         lines.append(f"{r['stack']}/reference batch {r['batch']:>2} ckpt {str(r['checkpointing']):>5}: "
                      f"speed x{r['speed']}, memory x{r['memory']}")
@@ -269,6 +278,7 @@ def main() -> None:
               "transformers": transformers.__version__, "peft": peft.__version__,
               "bitsandbytes": bitsandbytes.__version__, "date": time.strftime("%Y-%m-%d")}
     if args.only in (None, "train"):
+        result["bf16_peak_tflops"] = round(matmul_peak_tflops(), 1)
         result["train"], result["ratios"] = train_cells(args)
     if args.only in (None, "parity"):
         result["parity"] = parity()

@@ -23,6 +23,7 @@ import torch
 
 from quant.exceptions import ModelError
 from quant.memory import format_memory_report, memory_report
+from quant.peak_memory import PeakMemory
 from quant.resolve import is_local, resolve_model
 
 if TYPE_CHECKING:
@@ -75,16 +76,20 @@ def check_bitsandbytes(bits: int, device: torch.device, compute_dtype: torch.dty
 def load_base_model(name_or_path: str, bits: int = 4, quant_type: str = "nf4", double_quant: bool = True,
                     compute_dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str | None = None,
                     quant_storage: torch.dtype | str | None = None, trust_remote_code: bool = False,
-                    verbose: bool = True) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+                    verbose: bool = True, layerwise: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer): the model frozen, in eval mode, quantized to `bits` on one device.
 
     `quant_storage` sets bnb_4bit_quant_storage: leave None (uint8) for DDP; set it to the
     compute dtype under FSDP, which can only shard parameters that share one dtype.
+    `layerwise` (4-bit only) reads and quantizes the checkpoint tensor by tensor
+    (quant/layerwise.py): bitwise the same model, without ever holding it in 16 bits.
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     if bits not in (4, 8, 16):
         raise ModelError(f"bits must be 4, 8 or 16, not {bits!r}")
+    if layerwise and bits != 4:
+        raise ModelError(f"layerwise loading builds 4-bit models only, not {bits}-bit; drop layerwise or use bits=4")
     if quant_type not in ("nf4", "fp4"):
         raise ModelError(f"quant_type must be 'nf4' or 'fp4', not {quant_type!r}")
     compute_dtype = as_dtype(compute_dtype)
@@ -101,21 +106,39 @@ def load_base_model(name_or_path: str, bits: int = 4, quant_type: str = "nf4", d
         check_bitsandbytes(8, device, compute_dtype)
         quantization_config = BitsAndBytesConfig(load_in_8bit=True)
     tokenizer = load_tokenizer(path, trust_remote_code)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=compute_dtype, quantization_config=quantization_config,
-            device_map={"": str(device)}, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise ModelError(_fetch_error(path, e)) from e
+    with PeakMemory(device) as peak:
+        try:
+            if layerwise:
+                model = _load_layerwise(path, quantization_config, device, trust_remote_code)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=compute_dtype, quantization_config=quantization_config,
+                    device_map={"": str(device)}, trust_remote_code=trust_remote_code)
+        except OSError as e:
+            raise ModelError(_fetch_error(path, e)) from e
     for cfg in (model.config, model.generation_config):
         if cfg is not None and cfg.pad_token_id is None:
             cfg.pad_token_id = tokenizer.pad_token_id
     model.requires_grad_(False)
     model.eval()
     if verbose:
-        print(f"loaded {name_or_path} ({bits}-bit{' ' + quant_type if bits == 4 else ''}) on {device}; "
-              + format_memory_report(memory_report(model)), file=sys.stderr)
+        print(f"loaded {name_or_path} ({bits}-bit{' ' + quant_type if bits == 4 else ''}"
+              f"{', layer by layer' if layerwise else ''}) on {device}; "
+              + format_memory_report(memory_report(model)) + f"; while loading: {peak.summary()}", file=sys.stderr)
     return model, tokenizer
+
+
+def _load_layerwise(path: str, config, device: torch.device, trust_remote_code: bool) -> PreTrainedModel:
+    """quant.layerwise's tensor-by-tensor 4-bit load of a folder or hub id (fetched first: json and safetensors)."""
+    from quant.layerwise import Quant4bit, load_4bit_layerwise
+
+    if not is_local(path):
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(path, allow_patterns=["*.json", "*.safetensors"])
+    quant = Quant4bit(config.bnb_4bit_quant_type, config.bnb_4bit_use_double_quant, config.bnb_4bit_compute_dtype,
+                      config.bnb_4bit_quant_storage)
+    return load_4bit_layerwise(path, device, quant, trust_remote_code)
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
