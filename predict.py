@@ -31,6 +31,7 @@ from typing import Sequence
 from data import DataError
 from predictors import OptionError, add_answer_width_option, add_predictor_options, load_model, positive_int, \
     predictor_from_args, resolve_base, with_run_defaults
+from predictors.calibration import CalibrationError
 from predictors.pricing import check_output, describe, write_priced
 from utils.folder_lock import hold_folder
 
@@ -59,7 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     try:
         predictor_from_args(args)
         return with_run_defaults(args)
-    except OptionError as e:
+    except (OptionError, CalibrationError) as e:  # a bad calibration beside the adapter is a usage error too
         p.error(str(e))
 
 

@@ -183,3 +183,16 @@ def test_an_out_file_held_by_another_writer_is_refused_before_the_model_loads(tm
         os.close(fd)
     assert f"error: {tmp_path} is in use by another process; wait for it" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_bad_calibration_beside_the_adapter_is_one_line(adapter, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "adapter"
+    shutil.copytree(adapter, copy)
+    (copy / "interval_calibration.json").write_text('{"margin": -3}')
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--adapter", str(copy), "--text", "Cordless drill"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert f"{copy / 'interval_calibration.json'}: margin -3 is outside [-1, 10]" in err.strip().splitlines()[-1]
