@@ -114,7 +114,8 @@ class ReportFolder:
                               "continue it with --resume, or start afresh with --overwrite (the earlier one is moved "
                               "aside, not deleted)")
         if kept:
-            aside = move_aside(folder.out, kept)
+            out = folder.out
+            aside = move_aside([out / name for name in kept], out.with_name(f"{out.name}.previous"))
             print(f"note: --overwrite: moved the earlier evaluation's {', '.join(kept)} from {folder.out} to {aside}",
                   file=sys.stderr)
         return folder

@@ -21,7 +21,6 @@ import os
 import pickle
 import re
 import shutil
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from training.config import Config, config_yaml
 from training.errors import ConfigError
 from training.parallel import full_adapter_parameters
 from utils.atomic import atomic_folder, public_modes
+from utils.move_aside import move_aside
 
 STATE = "trainer_state.json"
 MAX_STEP = 2 ** 31   # far beyond any run's steps, batch or processes; a larger number in trainer_state.json is damage
@@ -148,14 +148,7 @@ def set_aside_later(root: Path, step: int) -> str | None:
     later = [p for p in _steps(root) if int(p.name[5:]) > step]
     if not later:
         return None
-    aside = root / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}"
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = root / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-    aside.mkdir()
-    for path in later:
-        os.replace(path, aside / path.name)
+    aside = move_aside(later, root / "abandoned")
     return (f"note: resuming from step {step}: moved the later checkpoints {', '.join(p.name for p in later)} "
             f"(of the run this one replaces) to {aside}; --resume latest no longer picks them")
 

@@ -9,14 +9,13 @@ than deleting means that even --overwrite loses nothing. Files that are not a ru
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 from training.config import Config, config_yaml
 from training.errors import ConfigError
 from utils.atomic import atomic_write_text
+from utils.move_aside import move_aside
 from utils.provenance import provenance
 
 RUN_FILES = ("metrics.jsonl", "config.yaml", "checkpoints", "adapter", "adapter-best", "curves.png", "run.json")
@@ -36,15 +35,7 @@ def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> str | None:
     if not overwrite:
         raise ConfigError(f"{out} holds an earlier run ({', '.join(used)}): continue it with --resume latest, or "
                           "start afresh with --overwrite (the earlier run is moved aside, not deleted)")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = out.with_name(f"{out.name}.previous-{stamp}")
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = out.with_name(f"{out.name}.previous-{stamp}-{n}")
-    aside.mkdir()
-    for name in used:
-        os.replace(out / name, aside / name)
+    aside = move_aside([out / name for name in used], out.with_name(f"{out.name}.previous"))
     return f"note: --overwrite: moved the earlier run's {', '.join(used)} from {out} to {aside}"
 
 
