@@ -12,6 +12,28 @@ def chart_title(title: str, metrics: dict) -> str:
             f"Hits={metrics['hit_rate'] * 100:.1f}%")
 
 
+# The colour key: predictors/metrics.py's rule for each colour.
+COLOUR_KEY = (("green", "hit: within $40 or 20%"), ("orange", "within $80 or 40%"), ("red", "miss (or no price)"))
+
+
+def dollar_log_axis(axis: Any) -> None:
+    """Put a log-scaled axis's ticks at 1, 2 and 5 of each decade, labelled in dollars ($20, $1,000), and label
+    the ticks between them too when the axis spans less than a factor of 4 (else one or two labels would show)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    def dollars(v: float, _: Any = None) -> str:
+        return f"${v:,.0f}" if v >= 1 else f"${v:.2f}"
+
+    def between(v: float, _: Any) -> str:
+        low, high = axis.get_view_interval()
+        return dollars(v) if low > 0 and high / low < 4 else ""
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_minor_locator(LogLocator(base=10, subs=(3.0, 4.0, 6.0, 7.0, 8.0, 9.0)))
+    axis.set_major_formatter(FuncFormatter(dollars))
+    axis.set_minor_formatter(FuncFormatter(between))
+
+
 def plot_chart(truths: Sequence[float], guesses: Sequence[float | None], title: str,
                failures_as_zero: bool = False, log_axes: bool = True) -> Any:
     """Truth against estimate as a matplotlib Figure (no pyplot state), one point per item in its colour.
@@ -35,7 +57,24 @@ def plot_chart(truths: Sequence[float], guesses: Sequence[float | None], title: 
         filled = [max(g, bottom) for g in filled]
         ax.set_xscale("log")
         ax.set_yscale("log")
-    ax.plot([bottom, top], [bottom, top], color="deepskyblue", lw=2, alpha=0.6)
+    ax.plot([bottom, top], [bottom, top], color="deepskyblue", lw=2, alpha=0.6, label="estimate = truth")
     ax.scatter(truths, filled, s=3 if len(truths) > 300 else 8, c=colours)
-    ax.set(xlabel="Ground Truth ($)", ylabel="Model Estimate ($)", xlim=(bottom, top), ylim=(bottom, top), title=title)
+    scale = ", log scale" if log_axes else ""
+    ax.set(xlabel=f"Ground Truth ($){scale}", ylabel=f"Model Estimate ($){scale}", xlim=(bottom, top),
+           ylim=(bottom, top), title=title)
+    if log_axes:
+        dollar_log_axis(ax.xaxis)
+        dollar_log_axis(ax.yaxis)
+    _colour_key(ax, log_axes)
     return fig
+
+
+def _colour_key(ax: Any, log_axes: bool) -> None:
+    """The legend: what each point colour means, the diagonal, and where a reply with no price is drawn."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="none", marker="o", color=colour, label=text) for colour, text in COLOUR_KEY]
+    handles.append(ax.lines[0])
+    failure = "a reply with no price: drawn on the bottom edge" if log_axes else "a reply with no price: drawn at $0"
+    handles.append(Line2D([], [], linestyle="none", label=failure))
+    ax.legend(handles=handles, loc="upper left", fontsize=9, framealpha=0.9)

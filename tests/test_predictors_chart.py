@@ -48,3 +48,15 @@ def test_a_report_without_its_chart_gets_the_same_chart_back(tmp_path, capsys):
     assert main([str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "report.json" in err[0]
+
+
+def test_the_chart_has_a_colour_key_and_dollar_log_axes():
+    """Every colour drawn is explained in the legend; log axes are labelled in dollars."""
+    fig = plot_chart([10.0, 100.0, 500.0], [12.0, None, 100.0], "t")
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[:4] == ["hit: within $40 or 20%", "within $80 or 40%", "miss (or no price)", "estimate = truth"]
+    assert "no price" in texts[4] and ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert "$100" in labels and all(label.startswith("$") for label in labels)

@@ -1,5 +1,6 @@
 """Training curves without a tracker: loss, validation loss, learning rate, gradient norm and the
-validation price metrics, from each run's metrics.jsonl.
+validation price metrics (RMSLE, hit rate in percent, average error in dollars on a log axis), from each
+run's metrics.jsonl, against integer optimizer steps.
 
 Every run draws <output_dir>/curves.png at each evaluation and when it ends. To compare runs:
 
@@ -15,10 +16,18 @@ from pathlib import Path
 
 from utils.atomic import atomic_write
 
-PANELS = (("loss", "loss (train: solid, validation: dots)", ("loss", "val_loss")),
-          ("lr", "learning rate", ("lr",)),
-          ("grad_norm", "gradient norm (before clipping)", ("grad_norm",)),
-          ("price", "validation RMSLE (solid) and hit rate (dashed)", ("val_rmsle", "val_hit_rate")))
+# (metrics key, panel title, y-axis label, y scale, y limits); the hit rate is drawn in percent.
+PANELS = (("loss", "training loss (lines) and validation loss (markers)", "cross-entropy (nats per answer token)",
+           "linear", None),
+          ("lr", "learning rate", "learning rate", "linear", None),
+          ("grad_norm", "gradient norm, before clipping", "global L2 norm of the LoRA gradients", "linear", None),
+          ("val_rmsle", "validation RMSLE", "RMSLE (lower is better)", "linear", None),
+          ("val_hit_rate", "validation hit rate", "hit rate (%)", "linear", (0, 100)),
+          ("val_avg_error", "validation average error", "average error ($, log scale)", "log", None))
+# One look per run, so that runs with equal values stay told apart: the first is drawn thickest, each later
+# one thinner, dashed differently and with hollow markers on top of it.
+DASHES = ("solid", (0, (6, 3)), (0, (2, 2)), "dashdot", (0, (8, 2, 2, 2)))
+MARKERS = ("o", "s", "^", "D", "v")
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -39,41 +48,62 @@ def read_metrics(run: Path) -> list[dict]:
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-    return [s for s, _ in points], [v for _, v in points]
+    scale = 100.0 if key == "val_hit_rate" else 1.0
+    return [s for s, _ in points], [v * scale for _, v in points]
+
+
+def run_style(i: int) -> dict:
+    """Run i's line and marker look (colour, dash, width, marker): distinct when runs draw the same values."""
+    return {"color": f"C{i % 10}", "linestyle": DASHES[i % len(DASHES)], "lw": max(3.0 - 0.8 * i, 0.9),
+            "marker": MARKERS[i % len(MARKERS)], "markersize": max(7.0 - 1.5 * i, 3.0),
+            "markerfacecolor": f"C{i % 10}" if i == 0 else "none"}
 
 
 def _draw(ax, panel: tuple, runs: list[tuple[str, list[dict]]]) -> None:
-    name, title, keys = panel
-    twin = ax.twinx() if name == "price" else None  # hit rate (0-1) beside RMSLE (0-3)
+    from matplotlib.ticker import MaxNLocator
+
+    key, title, ylabel, yscale, ylim = panel
     for i, (label, rows) in enumerate(runs):
-        for key in keys:
-            steps, values = _series(rows, key)
-            if not steps:
-                continue
-            target, style = (twin, "--") if key == "val_hit_rate" else (ax, "o" if key == "val_loss" else "-")
-            target.plot(steps, values, style, color=f"C{i}", lw=1, markersize=3,
-                        label=label if key == keys[0] else None)
-    ax.set(title=title, xlabel="step")
-    if twin is not None:
-        twin.set_ylabel("hit rate")
-    if name == "lr":
+        look = run_style(i)
+        steps, values = _series(rows, key)
+        if key == "loss" and steps:
+            ax.plot(steps, values, color=look["color"], linestyle=look["linestyle"], lw=look["lw"], label=label)
+            steps, values = _series(rows, "val_loss")
+        if steps and key in ("lr", "grad_norm"):   # every step: a line, no markers
+            ax.plot(steps, values, color=look["color"], linestyle=look["linestyle"], lw=look["lw"], label=label)
+        elif steps:   # validations: markers, joined unless they are the loss panel's
+            ax.plot(steps, values, **{**look, "lw": look["lw"] if key != "loss" else 0},
+                    label=label if key != "loss" else None)
+    ax.set(title=title, xlabel="optimizer step", ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if yscale == "log" and ax.lines:
+        from predictors.chart import dollar_log_axis
+
+        ax.set_yscale("log")
+        dollar_log_axis(ax.yaxis)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if key == "lr":
         ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    if not ax.lines:
+        ax.text(0.5, 0.5, "not recorded in this run", ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
 def plot_curves(runs: Sequence[tuple[str, list[dict]]], title: str):
-    """A figure of four panels (loss, lr, grad norm, price metrics), one colour per run."""
+    """A figure of six panels (loss, lr, grad norm, validation RMSLE, hit rate and average error), a look per run."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 8))
+    fig = Figure(figsize=(15, 8.5))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 2).flatten()
+    axes = fig.subplots(2, 3).flatten()
     for ax, panel in zip(axes, PANELS):
         _draw(ax, panel, list(runs))
-    if len(runs) > 1:
-        axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if len(runs) > 1 and handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(runs), 5), fontsize=9, title="run")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 if len(runs) > 1 else 0, 1, 1))
     return fig
 
 

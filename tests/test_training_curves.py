@@ -1,0 +1,44 @@
+"""training.curves: every panel says what it draws and in which unit, the hit rate is a percentage on 0-100,
+steps are whole numbers, and runs that log the same values stay told apart."""
+import json
+
+from training.curves import plot_curves, read_metrics, run_style
+
+
+def rows(hit=0.7):
+    out = []
+    for step in range(1, 8):
+        row = {"step": step, "loss": 2.0 / step, "lr": 1e-4, "grad_norm": 1.0}
+        if step % 3 == 0:
+            row.update(val_loss=1.0 / step, val_rmsle=0.9, val_hit_rate=hit, val_avg_error=50.0 + step)
+        out.append(row)
+    return out
+
+
+def test_axes_are_labelled_with_units_and_hit_rate_is_percent():
+    fig = plot_curves([("a", rows(hit=0.7))], "a")
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert all(ax.get_ylabel() and ax.get_xlabel() == "optimizer step" for ax in axes.values())
+    hit = axes["validation hit rate"]
+    assert hit.get_ylabel() == "hit rate (%)" and hit.get_ylim() == (0, 100)
+    assert list(hit.lines[0].get_ydata()) == [70.0, 70.0]
+    assert axes["validation average error"].get_yscale() == "log" and "$" in axes["validation average error"].get_ylabel()
+    fig.canvas.draw()
+    steps = [t.get_text() for t in axes["learning rate"].get_xticklabels() if t.get_text()]
+    assert steps and all(s.lstrip("−-").isdigit() for s in steps)   # no 2.5 steps
+
+
+def test_runs_with_equal_values_stay_apart():
+    fig = plot_curves([("a", rows()), ("b", rows())], "a vs b")
+    rmsle = next(ax for ax in fig.axes if ax.get_title() == "validation RMSLE")
+    first, second = rmsle.lines
+    assert list(first.get_ydata()) == list(second.get_ydata())
+    assert first.get_linewidth() > second.get_linewidth() and first.get_linestyle() != second.get_linestyle()
+    assert second.get_markerfacecolor() == "none" and first.get_marker() != second.get_marker()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+    assert run_style(0)["color"] != run_style(1)["color"]
+
+
+def test_a_crash_cut_line_is_skipped(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n{\"step\": 2, \"lo")
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 1.0}]
