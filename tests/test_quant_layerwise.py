@@ -1,5 +1,6 @@
 """quant.layerwise: a 4-bit model built tensor by tensor is bitwise transformers' own 4-bit load, for less memory."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,16 +102,23 @@ MEASURE = """
 import json, sys, torch, bitsandbytes
 from quant import load_base_model
 from quant.peak_memory import PeakMemory
+load_base_model(sys.argv[3], bits=4, device="cpu", verbose=False, layerwise=sys.argv[2] == "1")  # its imports
 with PeakMemory("cpu") as peak:
     model, _ = load_base_model(sys.argv[1], bits=4, device="cpu", verbose=False, layerwise=sys.argv[2] == "1")
 print("PEAK " + json.dumps({"added": peak.host_added_gb, "reset": peak.host_reset}))
 """
 
 
-def _load_peak_gb(path: Path, layerwise: bool) -> float:
-    """Peak host memory a 4-bit load adds, measured in a fresh process (so no freed memory is reused)."""
-    proc = subprocess.run([sys.executable, "-c", MEASURE, str(path), str(int(layerwise))], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)
+# Measured with a fixed mmap threshold: glibc otherwise raises it after each large free, so freed tensors stay in
+# its heap and the peak measures the allocator's history (0.07-0.14 GB from run to run) rather than live memory.
+STEADY = {"MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+
+
+def _load_peak_gb(path: Path, layerwise: bool, warm_up: Path) -> float:
+    """Peak host memory a 4-bit load adds, measured in a fresh process (so no freed memory is reused) after a
+    load of a tiny model (so the modules a load imports are not counted)."""
+    proc = subprocess.run([sys.executable, "-c", MEASURE, str(path), str(int(layerwise)), str(warm_up)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, **STEADY})
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("PEAK ")), proc.stderr
     measured = json.loads(line[0][5:])
     if not measured["reset"]:
@@ -118,11 +126,11 @@ def _load_peak_gb(path: Path, layerwise: bool) -> float:
     return measured["added"]
 
 
-def test_layerwise_load_peaks_at_a_fraction_of_todays_host_memory(tmp_path):
-    """A 36M-parameter Llama (146 MB of fp32 safetensors): measured 0.07 GB layer by layer against 0.27-0.31 GB
-    through from_pretrained on this CPU (2026-12-05); the bound leaves room for allocator noise."""
+def test_layerwise_load_peaks_at_a_fraction_of_todays_host_memory(tmp_path, tiny_llama_dir):
+    """A 36M-parameter Llama (146 MB of fp32 safetensors): measured 0.050 GB layer by layer against 0.180 GB
+    through from_pretrained on this CPU, three runs each alike to 1 MB (2026-12-05)."""
     path = build_tiny_llama(tmp_path / "llama", hidden=1024, layers=4)
-    layerwise, today = _load_peak_gb(path, True), _load_peak_gb(path, False)
+    layerwise, today = _load_peak_gb(path, True, tiny_llama_dir), _load_peak_gb(path, False, tiny_llama_dir)
     assert today > 0.15
     assert layerwise < 0.5 * today, (layerwise, today)
 
