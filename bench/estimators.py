@@ -4,7 +4,7 @@ The model's price distributions (`predict.price_distributions`) are computed onc
 and search width; every point estimate of `predict.ESTIMATES` (mean, log-mean, median, hit)
 is then read off the same distributions, so trying an estimate costs no model time.
 --splits picks the splits, drawn exactly as evaluate.py draws them; the default is pool and
-balanced, the ones bench/quality_gpu.sh scores:
+balanced, the test splits of the quality table:
 
     val        the whole validation split  = evaluate.py --split val [--limit N]
     pool       the whole test split        = evaluate.py --split test [--limit N]
@@ -41,7 +41,7 @@ from predictors.expected import ACCOUNTING
 from utils.atomic import atomic_write
 
 SPLITS = ("val", "pool", "balanced")   # --splits' choices
-DEFAULT_SPLITS = ("pool", "balanced")   # the test splits bench/quality_gpu.sh scores
+DEFAULT_SPLITS = ("pool", "balanced")   # the test splits of the quality table
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -3,7 +3,7 @@ buys on the dear items and costs everywhere else.
 
 A predictor that is right on average for each listing it reads (E[price | text], which is what
 training on squared log error aims at) must, sorted by the truth, over-price the cheap items and
-under-price the dear ones: the less it knows, the more. Issue 19 asks for a lean above $300 no
+under-price the dear ones: the less it knows, the more. The quality goal asks for a lean above $300 no
 worse than -0.40 with the pool split no worse. This script puts a number on that trade: it
 stretches the guesses around a centre c (the mean log truth of the fitting file),
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from predictors import report
 from predictors.metrics import MIN_GUESS, compute_metrics
 
-GOAL = -0.40   # issue 19: mean ln(guess / truth) of items at $300-1000 no worse than this
+GOAL = -0.40   # the quality goal: mean ln(guess / truth) of items at $300-1000 no worse than this
 
 
 def read_predictions(path: str | Path) -> tuple[list[float], list[float | None]]:

@@ -1,4 +1,4 @@
-"""Training and prediction speed on a Llama-3.1-8B-shaped NF4 model: the reference stack vs pricer.
+"""Training speed on a Llama-3.1-8B-shaped NF4 model: the reference stack vs pricer, tokens/s and peak memory.
 
 Same GPU, same run, same base (random NF4 weights, bench/llama_shapes.py), same batches
 (sequence length 182, completion-only labels on the last 5 tokens):
@@ -15,18 +15,16 @@ Same GPU, same run, same base (random NF4 weights, bench/llama_shapes.py), same 
 Each cell also reports achieved TFLOP/s, and the summary its model FLOPs utilisation: bench/flops.py's
 count (4 x decoder parameters + attention + LoRA, per token) over the bf16 matmul peak measured at
 the start of the same run. Each (stack, batch, checkpointing) cell runs in its own process so that allocator and
-paged-optimizer state never leak between cells. Then a parity check (dropout 0, the same
-initial adapter weights, 20 distinct batches: both stacks' losses) and prediction speed
-(the course's one-at-a-time generate vs predict.predict_greedy and predict_expected).
+paged-optimizer state never leak between cells. The same stacks' losses: bench.parity; prediction
+speed: bench.predict_speed.
 
-    python -m bench.train_speed --out DIR            # everything
-    python -m bench.train_speed --only train|parity|predict [--batches 16] [--stacks reference compiled]
-    bash bench/gpu_speed.sh tests b16 b4 parity predict   # the same in parts that fit 10-minute calls
+    python -m bench.train_speed --out DIR            # every cell: batch 16 and 4, with and without checkpointing
+    python -m bench.train_speed --batches 16 --checkpointing off --stacks reference compiled   # some cells
+    bash bench/gpu.sh train_speed --batches 16       # on a GPU machine, staged (bench/gpu.sh)
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import subprocess
@@ -119,88 +117,6 @@ def one_cell(stack: str, batch: int, checkpointing: bool, steps: int = 10, warmu
                 tflops=round(lora_step_flops_per_token(lm.config, SEQ, LORA["r"], TARGETS) * tokens_per_s / 1e12, 1))
 
 
-def parity(steps: int = 20) -> dict:
-    """Losses of both stacks from the same initial adapter and batches (dropout 0, so they are deterministic)."""
-    batches = [completion_batch(4, SEQ, seed=100 + s) for s in range(steps)]
-
-    def run(stack, init=None, graphs=True, compile=False):
-        lm = build_llama_4bit()
-        if stack == "reference":
-            model, loss_fn = reference_stack(lm, dropout=0.0)
-            lora = {n.replace(".default", ""): p for n, p in model.named_parameters() if "lora_" in n}
-        else:
-            model, loss_fn = pricer_stack(lm, dropout=0.0, graphs=graphs, compile=compile)
-            lora = {"base_model.model." + n: p for n, p in model.named_parameters() if "lora_" in n}
-        if init is None:
-            init = {k: v.detach().clone() for k, v in lora.items()}
-        else:
-            with torch.no_grad():
-                for k, p in lora.items():
-                    p.copy_(init[k])
-        step = plain_loop(model, loss_fn)
-        losses = [float(step(ids, labels)) for ids, labels in batches]
-        del model, step, lm
-        gc.collect()
-        torch.cuda.empty_cache()
-        return losses, init
-
-    ref, init = run("reference")
-    eager, _ = run("pricer", init, graphs=False)
-    graph, _ = run("pricer", init, graphs=True)
-    compiled, _ = run("pricer", init, graphs=True, compile=True)
-    rel = lambda a, b: max(abs(x - y) / abs(y) for x, y in zip(a, b))  # noqa: E731
-    return dict(reference=ref, pricer_eager=eager, pricer_graphs=graph, pricer_compiled=compiled,
-                max_rel_diff_eager=rel(eager, ref), max_rel_diff_graphs=rel(graph, ref),
-                max_rel_diff_compiled=rel(compiled, ref))
-
-
-def predict(n_items: int = 256, n_single: int = 16) -> dict:
-    """items/s of the course's one-at-a-time generate vs pricer's batched greedy and expected predictors."""
-    from data import load_items, split_items, test_prompt
-    from predictors import predict_expected, predict_greedy, predict_one_at_a_time
-    from quant.tiny import tiny_tokenizer
-
-    tokenizer = tiny_tokenizer("triples")  # single tokens for 0-999, like Llama 3
-    tokenizer.pad_token = tokenizer.eos_token
-    lm = build_llama_4bit()
-    lm.config.use_cache = True
-    with torch.no_grad():  # the random head may only pick tokens this tokenizer has
-        lm.lm_head.weight[len(tokenizer):] = 0
-    lm.generation_config.pad_token_id = tokenizer.eos_token_id
-    items = split_items(load_items(ROOT / "data" / "amazon-prices", verbose=False)).test[:n_items]
-    prompts = [test_prompt(it, tokenizer, 160) for it in items]
-    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
-    rows = {}
-
-    def timed(name, fn, n, warmup=lambda: predict_greedy(lm, tokenizer, prompts[:8], batch_size=8)):
-        warmup()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn()
-        torch.cuda.synchronize()
-        rows[name] = round(n / (time.perf_counter() - t0), 2)
-        return out
-
-    single = timed("one_at_a_time", lambda: predict_one_at_a_time(lm, tokenizer, prompts[:n_single]), n_single)
-    greedy = timed("greedy_b64", lambda: predict_greedy(lm, tokenizer, prompts, batch_size=64, max_new_tokens=4),
-                   len(prompts))
-    timed("greedy_b128", lambda: predict_greedy(lm, tokenizer, prompts, batch_size=128, max_new_tokens=4),
-          len(prompts))
-    expected = timed("expected_b64", lambda: predict_expected(lm, tokenizer, prompts, batch_size=64), len(prompts))
-    from training.speed import compile_decoder_layers
-    compile_decoder_layers(lm)
-    # The warm-up runs every batch once, so that each batch shape is compiled before the timing
-    # (2026-11-28 warmed up on 3 of the 4 batches only and timed a recompile: 32 items/s).
-    compiled = timed("expected_b64_compiled", lambda: predict_expected(lm, tokenizer, prompts, batch_size=64),
-                     len(prompts), warmup=lambda: predict_expected(lm, tokenizer, prompts, batch_size=64))
-    agree = sum(a == b for a, b in zip(single, greedy[:n_single]))
-    return dict(items_per_s=rows, speedup={k: round(v / rows["one_at_a_time"], 1) for k, v in rows.items()},
-                greedy_agrees_with_one_at_a_time=f"{agree}/{n_single}",
-                compiled_vs_eager_expected_max_rel_diff=max(abs(a - b) / abs(b) for a, b in zip(compiled, expected)
-                                                           if a is not None and b),
-                prompt_tokens=dict(mean=round(sum(lengths) / len(lengths)), max=max(lengths)))
-
-
 STACKS = ("reference", "pricer", "compiled")
 CELLS = [(s, b, c) for b, c in [(16, False), (16, True), (4, False), (4, True)] for s in STACKS]
 
@@ -235,8 +151,16 @@ def train_cells(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     return cells, ratios
 
 
+def versions() -> dict:
+    """The card, the package versions and the date, as every speed result starts."""
+    import bitsandbytes, peft, transformers  # noqa: E401
+    return {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__,
+            "bitsandbytes": bitsandbytes.__version__, "date": time.strftime("%Y-%m-%d")}
+
+
 def summary(result: dict) -> str:
-    """The printed table: versions, every cell, the ratios, parity and prediction speed."""
+    """The printed table: versions, every cell and the ratios."""
     lines = [f"\n{result['device']}, torch {result['torch']}, transformers {result['transformers']}, "
              f"peft {result['peft']}, bitsandbytes {result['bitsandbytes']}, {result['date']}"]
     peak = result.get("bf16_peak_tflops")
@@ -249,19 +173,12 @@ def summary(result: dict) -> str:
     for r in result.get("ratios", []):
         lines.append(f"{r['stack']}/reference batch {r['batch']:>2} ckpt {str(r['checkpointing']):>5}: "
                      f"speed x{r['speed']}, memory x{r['memory']}")
-    if "parity" in result:
-        par = result["parity"]
-        lines.append(f"parity over 20 steps: max relative loss difference eager {par['max_rel_diff_eager']:.2e}, "
-                     f"graphs {par['max_rel_diff_graphs']:.2e}, compiled {par['max_rel_diff_compiled']:.2e}")
-    if "predict" in result:
-        lines.append(f"prediction items/s: {result['predict']['items_per_s']} speedup: {result['predict']['speedup']}")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/bench"))
-    ap.add_argument("--only", choices=["train", "parity", "predict"])
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 4], help="training cells to run (batch sizes)")
     ap.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
     ap.add_argument("--checkpointing", nargs="+", default=[False, True], type=lambda v: v == "on",
@@ -273,19 +190,9 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    import bitsandbytes, peft, transformers  # noqa: E401
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "transformers": transformers.__version__, "peft": peft.__version__,
-              "bitsandbytes": bitsandbytes.__version__, "date": time.strftime("%Y-%m-%d")}
-    if args.only in (None, "train"):
-        result["bf16_peak_tflops"] = round(matmul_peak_tflops(), 1)
-        result["train"], result["ratios"] = train_cells(args)
-    if args.only in (None, "parity"):
-        result["parity"] = parity()
-        print(json.dumps(result["parity"]), flush=True)
-    if args.only in (None, "predict"):
-        result["predict"] = predict()
-        print(json.dumps(result["predict"]), flush=True)
+    result = versions()
+    result["bf16_peak_tflops"] = round(matmul_peak_tflops(), 1)
+    result["train"], result["ratios"] = train_cells(args)
     (out / "train_speed.json").write_text(json.dumps(result, indent=1))
     print(summary(result))
 

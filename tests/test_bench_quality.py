@@ -1,4 +1,4 @@
-"""Issue 19's measuring tools: bench.shrinkage (stretching guesses), bench.results_table, bench.blend, and
+"""The quality measuring tools: bench.shrinkage (stretching guesses), bench.results_table, bench.blend, and
 the reference stack's LoRA+ (bench.reference_train) against train.py's."""
 from __future__ import annotations
 

@@ -2,11 +2,13 @@
 
 - the entry scripts stay recipes: train.py <= 300 lines with train() <= 100, evaluate.py <= 250;
 - no function outside tests/ is longer than 60 lines (train.py's train(), the recipe, has its own limit);
-- nothing but tests imports an entry script, and bench/ is a package (no sys.path edits).
+- nothing but tests imports an entry script, and bench/ is a package (no sys.path edits);
+- no issue numbers or round names in code, scripts, configs or file names.
 """
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,20 @@ def test_nothing_imports_an_entry_script_and_bench_is_a_package():
         if path.parts[-2] == "bench" and "sys.path.insert" in path.read_text():
             offenders.append(f"{path.relative_to(REPO)} edits sys.path")
     assert not offenders, offenders
+
+
+WORK_LOG = re.compile(r"\bissue ?#?\d|\bround ?\d|\b(first|second|third|fourth|fifth|next|last|\d+(st|nd|rd|th)) round\b",
+                      re.IGNORECASE)
+
+
+def test_no_issue_numbers_or_round_names():
+    """Code, scripts and configs say what they do, not which piece of work made them: no issue numbers, no
+    numbered or ordinal rounds of work, no file named after either (rounding numbers is fine). The story lives
+    in git, the figures in bench/RESULTS.md."""
+    files = [p for p in REPO.rglob("*") if p.suffix in (".py", ".sh", ".yaml") and not any(
+        part in ("runs", "wandb") or part.startswith(".") for part in p.relative_to(REPO).parts)]
+    hits = [f"{p.relative_to(REPO)}:{i}: {line.strip()[:80]}" for p in files
+            for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if WORK_LOG.search(line)]
+    named = [str(p.relative_to(REPO)) for p in REPO.rglob("*") if re.search(r"issue ?\d|round", p.name, re.IGNORECASE)
+             and not any(part.startswith(".") or part in ("runs", "wandb") for part in p.relative_to(REPO).parts)]
+    assert not hits and not named, hits + named
