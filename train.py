@@ -103,7 +103,7 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
     model, tokenizer = load_base_model(
         cfg.model.name, bits=cfg.model.bits, quant_type=cfg.model.quant_type, double_quant=cfg.model.double_quant,
         compute_dtype=cfg.model.compute_dtype, device=accelerator.device, quant_storage=cfg.model.quant_storage,
-        verbose=False)
+        verbose=False, layerwise=cfg.model.bits == 4)  # 4-bit: quantized tensor by tensor, never whole in 16 bits
     model = prepare_for_kbit_training(model, gradient_checkpointing=t.gradient_checkpointing,
                                       upcast_norms=t.distributed != "fsdp")
 

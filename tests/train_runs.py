@@ -92,3 +92,43 @@ def two_and_one(tiny_llama_dir, tmp_path, common, two_extra=(), one_extra=(), sc
     one = tmp_path / "one"
     train.train(tiny_cfg(tiny_llama_dir, one, *common, "--train.grad_accum", "2", *one_extra), **seams)
     return two, one, done
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a process group's rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fsdp_adapter_worker(rank: int, world: int, port: int, tiny_llama_dir: Path, out: Path) -> None:
+    """One of `world` gloo processes (torch.multiprocessing.spawn): the tiny Llama with a LoRA drawn from seed
+    `rank`, so that every process starts from its own, sharded by wrap_fsdp; saves the adapter before and
+    as full_adapter_parameters gathers it, and whether the parameters are slices again afterwards."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+    from transformers import AutoModelForCausalLM
+
+    from lora import LoRAConfig, inject_lora, lora_parameters
+    from lora.io import adapter_state_dict
+    from training.loss import CompletionLossModel
+    from training.parallel import full_adapter_parameters, wrap_fsdp
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+        model.requires_grad_(False)
+        torch.manual_seed(rank)
+        inject_lora(model, LoRAConfig(r=4, alpha=8))
+        before = {k: v.clone() for k, v in adapter_state_dict(model).items()}  # the broadcast writes in place
+        loss_model = CompletionLossModel(model)
+        wrap_fsdp(loss_model, torch.device("cpu"))
+        with full_adapter_parameters(loss_model):
+            gathered = adapter_state_dict(model)
+        sliced = all(isinstance(p, DTensor) for p in lora_parameters(model))
+        torch.save({"before": before, "gathered": gathered, "sliced": sliced}, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

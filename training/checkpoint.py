@@ -2,7 +2,7 @@
 
     <output_dir>/checkpoints/step-N/
         adapter/                 the LoRA weights (peft format)
-        optimizer.pt             optimizer state (FSDP: optimizer-rank<R>.pt, one per process)
+        optimizer.pt             optimizer state (FSDP: optimizer-rank<R>.pt, each process's slices)
         scheduler.pt             learning-rate schedule position
         rng.json, rng.safetensors    every process's random-number state (training.rng)
         trainer_state.json       step, examples seen, batch geometry, the data's fingerprint
@@ -36,11 +36,12 @@ from training.best import copy_best, restore_best
 from training.card import model_card
 from training.config import Config, config_yaml
 from training.errors import ConfigError
-from training.parallel import full_adapter_parameters
+from training.parallel import full_adapter_parameters, load_local_optimizer_state, local_optimizer_state
 from utils.atomic import atomic_folder, public_modes
 from utils.move_aside import move_aside
 
 STATE = "trainer_state.json"
+FSDP_VERSION = 2     # trainer_state.json's fsdp_version: FSDP2's per-parameter slices (FSDP1's were flat)
 MAX_STEP = 2 ** 31   # far beyond any run's steps, batch or processes; a larger number in trainer_state.json is damage
 
 
@@ -96,8 +97,9 @@ def save_checkpoint(accelerator, root: Path, step: int, model, optimizer, schedu
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        if sharded:
-            torch.save(optimizer.state_dict(), tmp / f"optimizer-rank{accelerator.process_index}.pt")
+        if sharded:  # this process's slices, as plain tensors; trainer_state.json says how they were cut
+            state = {**state, "fsdp_version": FSDP_VERSION}
+            torch.save(local_optimizer_state(optimizer), tmp / f"optimizer-rank{accelerator.process_index}.pt")
         with full_adapter_parameters(fsdp):
             if accelerator.is_main_process:
                 save_adapter(model, tmp / "adapter", base_model_name_or_path=canonical_name(cfg.model.name))
@@ -299,8 +301,14 @@ def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accel
     rank, world = accelerator.process_index, accelerator.num_processes
     # (Multi-process CPU runs name their device "cpu:0", which torch.load cannot map to.)
     where = accelerator.device if accelerator.device.type != "cpu" else "cpu"
-    optimizer.load_state_dict(_load_pt(checkpoint / (f"optimizer-rank{rank}.pt" if sharded else "optimizer.pt"),
-                                       map_location=where))
+    if sharded:
+        path = checkpoint / f"optimizer-rank{rank}.pt"
+        try:
+            load_local_optimizer_state(optimizer, _load_pt(path, map_location=where), str(path))
+        except ValueError as e:
+            raise CheckpointError(f"{_first_line(e)}; resume from another checkpoint") from None
+    else:
+        optimizer.load_state_dict(_load_pt(checkpoint / "optimizer.pt", map_location=where))
     scheduler.load_state_dict(_load_pt(checkpoint / "scheduler.pt"))
     states = rng.load(checkpoint)
     note = f"resumed from {checkpoint} at step {state['step']} ({state.get('examples_seen', 0):,} examples seen)"

@@ -5,15 +5,14 @@
 - allreduce: no wrapper; one all-reduce of the flat adapter gradients after the step's
              backward (all_reduce_gradients): what CUDA graphs allow, since DDP's hooks
              cannot be captured.
-- fsdp:      every decoder layer, the embeddings, the head and each adapter leaf module
-             (LoRA's A and B) sharded over the processes (wrap_fsdp).
+- fsdp:      FSDP2 (fully_shard): every parameter sharded over the processes, a decoder
+             layer's base weights and its adapter weights in one unit (wrap_fsdp).
 With one process all three are the same plain module. `wrap_for_processes` picks one;
 the loop only sees the returned `Wrapped`.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ from lora import lora_parameters
 from training.config import Config
 from training.errors import ConfigError
 from training.runlog import tracker
-from utils.compat import fsdp_or_policy
+from utils.compat import fsdp2
 
 
 @dataclass
@@ -99,86 +98,118 @@ def broadcast_parameters(params: list[nn.Parameter]) -> None:
         dist.broadcast(p.data, src=0)
 
 
-def _adapter_leaves(model: nn.Module) -> set[int]:
-    """ids of the modules that are FSDP units of their own: leaves holding only adapter parameters.
-
-    FSDP1 flattens a unit into one tensor of one dtype, so adapter weights (float32, trainable)
-    cannot share a unit with the layer's bf16 base weights. Every adapter parameter must sit in
-    such a leaf (LoRA's A and B do); one held directly by a LoRALinear (DoRA's magnitude) cannot
-    be sharded this way, and is refused.
-    """
-    adapter = {id(p) for p in lora_parameters(model)}
-    leaves, covered = set(), set()
-    for m in model.modules():
-        own = list(m.parameters(recurse=False))
-        if not list(m.children()) and own and all(id(p) in adapter for p in own):
-            leaves.add(id(m))
-            covered |= {id(p) for p in own}
-    stray = [n for n, p in model.named_parameters() if id(p) in adapter and id(p) not in covered]
-    if stray:
-        raise ConfigError(f"train.distributed fsdp: adapter parameter {stray[0]} is not in a module of its own "
-                          "(FSDP shards modules of one dtype); use ddp or allreduce")
-    return leaves
-
-
 def wrap_fsdp(loss_model: nn.Module, device: torch.device) -> nn.Module:
-    """Shard `loss_model` over all processes with FSDP (train.distributed fsdp): QLoRA beyond one GPU's memory.
+    """Shard `loss_model` over all processes with FSDP2 (train.distributed fsdp): QLoRA beyond one GPU's memory.
 
-    FSDP flattens each unit's parameters into one tensor and gives each process a slice; a
-    unit's whole weights exist only while it runs. The units: every decoder layer (its 4-bit
-    weights stored as bf16, model.quant_storage, beside bf16 norms), every adapter leaf
-    (float32, trainable), the embeddings, the head, and the root (the final norm).
-    use_orig_params keeps the original adapter parameter objects (each holding its slice), so
-    the optimizer, LoRA+ groups and clipping work on them as without FSDP;
-    `full_adapter_parameters` gathers them for saving.
+    fully_shard shards every parameter on its first dimension, each process keeping one slice
+    (a DTensor); a unit's whole weights exist only while it runs. The units: every decoder layer
+    (its 4-bit weights, norms and LoRA A and B together, whatever their dtypes), the embeddings,
+    the head, and the root (the final norm). Parameters keep their stored dtypes (param_dtype
+    None): bf16 compute comes from the same autocast as on one process, the adapter and its
+    optimizer state stay fp32, and packed 4-bit bytes are never cast (a cast of fp32 storage to
+    bf16 would silently destroy the weights: loss 0 or NaN norms). Integer (uint8) storage is
+    refused in one line: torch 2.11's FSDP2 cannot shard it (resolve stores 4-bit weights in
+    the compute dtype under fsdp). Gradients are
+    reduce-scattered in fp32. The adapter is made identical on every process first, since each
+    process keeps its slice of its own copy.
     """
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-    from torch.distributed.fsdp import ShardingStrategy
-    from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy, transformer_auto_wrap_policy
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
 
+    fully_shard, MixedPrecisionPolicy = fsdp2()
     model = loss_model.model
-    layer_classes = {type(layer) for layer in model.get_decoder().layers}
+    packed = [n for n, p in model.named_parameters() if not p.dtype.is_floating_point]
+    if packed:
+        raise ConfigError(f"train.distributed fsdp: {packed[0]} is stored as {model.get_parameter(packed[0]).dtype}, "
+                          "which FSDP2 cannot shard (torch 2.11); set model.quant_storage to the compute dtype")
+    broadcast_parameters(lora_parameters(model))
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    policy = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
+    units = list(model.get_decoder().layers)
     # The embeddings and head in units of their own, so that they too are whole only while they
-    # run (the root unit stays whole from forward to backward). Tied ones (one weight in two
-    # modules) must stay together, in the root.
+    # run (the root stays whole from forward to backward); tied ones (one weight in two modules)
+    # stay together, in the root.
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-    tied = emb is not None and head is not None and head.weight is emb.weight
-    own = _adapter_leaves(model) | (set() if tied else {id(emb), id(head)})
-    policy = fsdp_or_policy([
-        functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: id(m) in own),
-        functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=layer_classes),
-    ])
-    return FSDP(loss_model, auto_wrap_policy=policy, sharding_strategy=ShardingStrategy.FULL_SHARD,
-                use_orig_params=True, device_id=device if device.type == "cuda" else torch.device("cpu"),
-                limit_all_gathers=True, sync_module_states=False)
+    if not (emb is not None and head is not None and head.weight is emb.weight):
+        units += [m for m in (emb, head) if m is not None]
+    for unit in units:
+        fully_shard(unit, mesh=mesh, mp_policy=policy)
+    fully_shard(loss_model, mesh=mesh, mp_policy=policy)
+    return loss_model
+
+
+def _is_sharded(tensor: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
 
 
 @contextlib.contextmanager
 def full_adapter_parameters(fsdp: nn.Module | None) -> Iterator[None]:
-    """Inside, every adapter parameter holds its whole tensor on every process (FSDP gathers each adapter unit).
+    """Inside, every adapter parameter holds its whole tensor on every process (each gathered from its slices).
 
-    Collective: all processes enter it. Without FSDP it does nothing. Only the adapter units are
-    gathered, never the base: saving an adapter of a large model costs megabytes, not the model.
+    Collective: all processes enter it. Without FSDP it does nothing. Only the adapter
+    parameters are gathered, never the base: saving an adapter of a large model costs megabytes.
     """
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    with contextlib.ExitStack() as stack:
+    swapped: list[tuple[nn.Module, str, nn.Parameter]] = []
+    try:
         if fsdp is not None:
-            leaves = _adapter_leaves(fsdp.module.model)
-            for unit in FSDP.fsdp_modules(fsdp):
-                if unit is not fsdp and id(unit.module) in leaves:
-                    stack.enter_context(FSDP.summon_full_params(unit, recurse=False, writeback=False))
+            adapter = {id(p) for p in lora_parameters(fsdp.model)}
+            for module in fsdp.modules():  # the same order on every process: the gathers pair up
+                for name, p in list(module.named_parameters(recurse=False)):
+                    if id(p) in adapter and _is_sharded(p):
+                        setattr(module, name, nn.Parameter(p.full_tensor(), requires_grad=False))
+                        swapped.append((module, name, p))
         yield
+    finally:
+        for module, name, p in swapped:
+            setattr(module, name, p)
+
+
+def local_optimizer_state(optimizer) -> dict:
+    """optimizer.state_dict() with each sharded tensor replaced by this process's slice: plain tensors, which
+    torch.load(weights_only=True) reads back (FSDP's checkpoints keep one such file per process)."""
+    state = optimizer.state_dict()
+    state["state"] = {i: {k: v.to_local() if _is_sharded(v) else v for k, v in moments.items()}
+                      for i, moments in state["state"].items()}
+    return state
+
+
+def load_local_optimizer_state(optimizer, state: dict, source: str) -> None:
+    """Load what local_optimizer_state saved: each slice becomes a shard of its parameter again.
+
+    ValueError naming `source` when a slice does not fit its parameter's (another number of
+    processes, or FSDP1's flat slices).
+    """
+    from torch.distributed.tensor import DTensor
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, moments in state["state"].items():
+        p = params[i] if isinstance(i, int) and i < len(params) else None
+        if p is None or not _is_sharded(p):
+            continue
+        for k, v in moments.items():
+            if not isinstance(v, torch.Tensor) or v.dim() == 0:
+                continue  # the step count: one number on every process
+            if v.shape != p.to_local().shape:
+                raise ValueError(f"{source}: a slice of shape {tuple(v.shape)} for a parameter whose slice here is "
+                                 f"{tuple(p.to_local().shape)}: it was sharded another way")
+            moments[k] = DTensor.from_local(v.to(p.device), p.device_mesh, p.placements, run_check=False,
+                                            shape=p.shape, stride=p.stride())
+    optimizer.load_state_dict(state)
 
 
 def clip_gradients(accelerator, params: list[nn.Parameter], max_norm: float, fsdp: nn.Module | None = None) -> float:
     """Clip the global gradient norm to max_norm (0 = no clipping); return the norm before clipping.
 
-    With FSDP each process holds a slice of every gradient, so the norm is FSDP's, over all slices.
+    With FSDP each process holds a slice of every gradient: the norm is summed over all slices.
     """
     if fsdp is not None:
-        # An infinite max_norm gives a clip coefficient above 1, which FSDP clamps to 1: the norm alone.
-        return float(fsdp.clip_grad_norm_(max_norm if max_norm > 0 else float("inf")))
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        norm = norm.full_tensor() if _is_sharded(norm) else norm
+        if max_norm > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        return float(norm)
     if max_norm > 0:
         return float(accelerator.clip_grad_norm_(params, max_norm))
     grads = [p.grad.float().norm() for p in params if p.grad is not None]

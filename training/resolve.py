@@ -22,8 +22,8 @@ def _distributed(cfg: Config, world: int, device_type: str) -> tuple[Config, lis
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, distributed="allreduce"))
     m = cfg.model
     if cfg.train.distributed == "fsdp" and m.bits == 4 and m.quant_storage in (None, "uint8"):
-        notes.append(f"note: fsdp stores the 4-bit weights as {m.compute_dtype} (model.quant_storage) so that "
-                     "FSDP can shard them with the layers' other parameters")
+        notes.append(f"note: fsdp stores the 4-bit weights as {m.compute_dtype} (model.quant_storage): FSDP2 "
+                     "shards floating-point tensors only (torch 2.11)")
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(m, quant_storage=m.compute_dtype))
     return cfg, notes
 
@@ -35,6 +35,11 @@ def _resumed(cfg: Config, world: int, state: dict[str, Any], checkpoint: Path) -
         raise ConfigError(f"checkpoint {checkpoint} was written by {state['world_size']} process(es) with "
                           f"train.distributed {was}; its optimizer state is split that way, so resume it with the "
                           "same number of processes and the same train.distributed")
+    from training.checkpoint import FSDP_VERSION
+
+    if was == "fsdp" and state["world_size"] > 1 and state.get("fsdp_version") != FSDP_VERSION:
+        raise ConfigError(f"checkpoint {checkpoint} was written by FSDP1 (pricer before FSDP2), whose optimizer "
+                          "slices are flat; FSDP2 cannot resume them: start a new run, or resume with that pricer")
     if state["global_batch"] != t.batch_size * t.grad_accum * world:
         per_accum = t.batch_size * world
         if state["global_batch"] % per_accum:
@@ -69,7 +74,7 @@ def resolve(cfg: Config, world: int, device_type: str, state: dict[str, Any] | N
 
     - CUDA graphs need a GPU; with several processes they need train.distributed allreduce
       (DDP's hooks cannot be captured), which replaces ddp.
-    - FSDP shards parameters of one dtype: 4-bit weights are stored in the compute dtype.
+    - FSDP2 shards floating-point tensors only: 4-bit weights are stored in the compute dtype.
     - A resumed run keeps the checkpoint's global batch (the data position depends on it),
       restating grad_accum for this number of processes; FSDP's per-process optimizer
       slices need the same processes and mode.

@@ -72,13 +72,17 @@ def ddp_ignore(module: nn.Module, names: list[str]) -> None:
     module._ddp_params_and_buffers_to_ignore = names
 
 
-def fsdp_or_policy(policies: list[Any]) -> Any:
-    """An FSDP1 auto-wrap policy that wraps a module when any of `policies` would (`_or_policy`). torch 2.4-2.13."""
-    import functools
+def fsdp2() -> tuple[Any, Any]:
+    """(fully_shard, MixedPrecisionPolicy): FSDP2, per-parameter sharding.
 
-    from torch.distributed.fsdp.wrap import _or_policy
-
-    return functools.partial(_or_policy, policies=policies)
+    Public in `torch.distributed.fsdp` from torch 2.6; before that only in the private
+    `torch.distributed._composable.fsdp`. Checked: torch 2.11 (GPU image) and 2.13 (CPU, gloo).
+    """
+    try:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    except ImportError:
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
+    return fully_shard, MixedPrecisionPolicy
 
 
 # ---------------------------------------------------------------- transformers
