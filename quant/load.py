@@ -17,6 +17,7 @@ Because pad may equal EOS, collators must build labels by construction, never by
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -82,7 +83,8 @@ def load_base_model(name_or_path: str, bits: int = 4, quant_type: str = "nf4", d
     `quant_storage` sets bnb_4bit_quant_storage: leave None (uint8) for DDP; set it to the
     compute dtype under FSDP, which can only shard parameters that share one dtype.
     `layerwise` (4-bit only) reads and quantizes the checkpoint tensor by tensor
-    (quant/layerwise.py): bitwise the same model, without ever holding it in 16 bits.
+    (quant/layerwise.py): bitwise the same model, without ever holding it in 16 bits; a local folder
+    without safetensors weights loads through from_pretrained as before.
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -106,6 +108,8 @@ def load_base_model(name_or_path: str, bits: int = 4, quant_type: str = "nf4", d
         check_bitsandbytes(8, device, compute_dtype)
         quantization_config = BitsAndBytesConfig(load_in_8bit=True)
     tokenizer = load_tokenizer(path, trust_remote_code)
+    # a local folder of .bin weights cannot be read tensor by tensor: from_pretrained reads it as before
+    layerwise = layerwise and (not is_local(path) or any(Path(path).glob("model*.safetensors*")))
     with PeakMemory(device) as peak:
         try:
             if layerwise:

@@ -152,3 +152,21 @@ def test_verbose_load_reports_its_peaks(tiny_llama_dir, capsys):
     load_base_model(str(tiny_llama_dir), bits=4, device="cpu", layerwise=True)
     err = capsys.readouterr().err
     assert "4-bit nf4, layer by layer) on cpu" in err and "while loading: host peak" in err
+
+
+def test_a_folder_without_safetensors_loads_as_before(tiny_llama_dir, tmp_path, capsys):
+    """train.py asks every 4-bit load for layerwise: a .bin checkpoint still loads (through from_pretrained)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for f in tiny_llama_dir.iterdir():
+        if not f.name.endswith(".safetensors") and f.is_file():
+            (folder / f.name).write_bytes(f.read_bytes())
+    torch.save(AutoModelForCausalLM.from_pretrained(tiny_llama_dir).state_dict(), folder / "pytorch_model.bin")
+    assert not list(folder.glob("*.safetensors*"))
+    model, _ = load_base_model(str(folder), bits=4, device="cpu", layerwise=True)
+    reference, _ = load_base_model(str(tiny_llama_dir), bits=4, device="cpu", layerwise=True, verbose=False)
+    ids = torch.tensor([[1, 5, 9, 13]])
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=0)
+    assert "layer by layer" not in capsys.readouterr().err
