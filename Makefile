@@ -10,9 +10,10 @@ VENV_FLAGS := $(if $(TORCH_SPEC),,--system-site-packages)
 RUNTIME := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
-# What a fresh clone installs is what CI tested: requirements.lock (runtime) and requirements-dev.lock
-# (runtime + tests) pin every package with its sha256, resolved by uv from the ranges in
-# requirements*.txt and the pins in lock-pins.txt (`make lock` regenerates both). A GPU image
+# What a fresh clone installs is what CI tested: requirements.lock (runtime), requirements-dev.lock
+# (runtime + tests) and requirements-invariants.lock (tests without peft/trl) pin every package with its
+# sha256, resolved by uv from the ranges in requirements*.txt and the pins in lock-pins.txt (`make lock`
+# regenerates all three). A GPU image
 # (TORCH_SPEC=) keeps its own torch and installs the ranges instead: its torch is not the lock's.
 UV_SPEC ?= uv==0.13.9
 LOCK_OPTS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels \
