@@ -22,7 +22,9 @@ def dollar_log_axis(axis: Any) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     def dollars(v: float, _: Any = None) -> str:
-        return f"${v:,.0f}" if v >= 1 else f"${v:.2f}"
+        low, high = axis.get_view_interval()
+        cents = v < 1 or (low > 0 and high / low < 1.2)   # a narrow axis: whole dollars would repeat
+        return f"${v:,.2f}" if cents else f"${v:,.0f}"
 
     def between(v: float, _: Any) -> str:
         low, high = axis.get_view_interval()

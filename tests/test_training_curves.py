@@ -42,3 +42,12 @@ def test_runs_with_equal_values_stay_apart():
 def test_a_crash_cut_line_is_skipped(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n{\"step\": 2, \"lo")
     assert read_metrics(tmp_path) == [{"step": 1, "loss": 1.0}]
+
+
+def test_a_narrow_dollar_axis_repeats_no_label():
+    """Average errors within a dollar of each other get cent labels, none repeated."""
+    fig = plot_curves([("a", [{"step": 4, "val_avg_error": 89.1}, {"step": 8, "val_avg_error": 90.4}])], "a")
+    ax = next(ax for ax in fig.axes if ax.get_title() == "validation average error")
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert labels and len(labels) == len(set(labels)) and all("." in label for label in labels)
