@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,8 @@ def launch_two(tiny_llama_dir, out: Path, *extra: str, script: Path = REPO / "tr
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
     for attempt in range(2):
+        if attempt:
+            shutil.rmtree(out, ignore_errors=True)  # from scratch: the aborted run's files would refuse a fresh one
         done = subprocess.run([*launch, *tiny_args(tiny_llama_dir, out, *extra)],
                               env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
         if done.returncode == 0 or GLOO_TEARDOWN_ABORT not in done.stderr:

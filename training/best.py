@@ -24,7 +24,7 @@ class BestKeeper:
         t = cfg.train
         self.metric = t.keep_best if t.keep_best != "none" else ("val_loss" if t.early_stopping_patience else None)
         self.keep, self.patience, self.save, self.say = t.keep_best != "none", t.early_stopping_patience, save, say
-        if not state or state.get("metric") != self.metric:  # a resume that changed the metric starts a new best
+        if not state or state.get("metric", self.metric) != self.metric:  # a changed metric starts a new best
             state = {}
         self.best, self.best_step = state.get("value"), state.get("step")
         self.since = state.get("evaluations_since_best", 0)
