@@ -148,6 +148,10 @@ def test_the_embedded_models_adapters_name_its_hub_id(tmp_path, monkeypatch):
 
 def test_a_resume_that_changes_the_metric_starts_a_new_best():
     """train.keep_best may change on resume: the old metric's best (a hit rate of 0.9) is no val_loss to beat."""
-    k, saved, _ = keeper("val_loss", patience=2, metric="val_hit_rate", value=0.9, step=4, evaluations_since_best=1)
+    cfg = Config()
+    cfg.train.keep_best, cfg.train.early_stopping_patience, cfg.train.eval_every = "val_loss", 2, 1
+    saved = []
+    old = {"metric": "val_hit_rate", "value": 0.9, "step": 4, "evaluations_since_best": 1}
+    k = BestKeeper(cfg, lambda name, record: saved.append(record["step"]), old, print)
     assert k.update({"step": 5, "val_loss": 2.1}) is False and saved == [5]
     assert k.state() == {"metric": "val_loss", "value": 2.1, "step": 5, "evaluations_since_best": 0}
