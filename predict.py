@@ -9,8 +9,8 @@
 The default predictor is `expected`: the mean of the model's price distribution after
 "Price is $", with its 80% interval (the 10th to 90th percentile of that distribution, widened by
 the margin fitted on validation when the adapter has an interval_calibration.json). When
-the search behind it covered less than half of the model's probability, the answer says the
-price is uncertain rather than printing a confident number. Any evaluate.py predictor works
+the search behind it covered less than half of the model's probability, the price is followed
+by a line saying it is uncertain and why. Any evaluate.py predictor works
 (`--predictor greedy`, ...). Base, quantization and prompt length default to the adapter's run.
 
 A listing reads the same in every shape: a file's text, title + text or title + description
