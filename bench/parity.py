@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-from pathlib import Path
 
 import torch
 
+from bench.cli import write_result
 from bench.llama_shapes import build_llama_4bit, completion_batch
 from bench.train_speed import SEQ, plain_loop, pricer_stack, reference_stack, versions
 
@@ -62,8 +61,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="batches (steps) compared")
     args = ap.parse_args()
     result = {**versions(), "parity": parity(args.steps)}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "parity.json").write_text(json.dumps(result, indent=1))
+    write_result(args.out, "parity.json", result)
     par = result["parity"]
     print(f"{result['device']}, torch {result['torch']}, transformers {result['transformers']}, peft {result['peft']}, "
           f"{result['date']}\nparity over {args.steps} steps: max relative loss difference against the reference: "

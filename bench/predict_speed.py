@@ -11,12 +11,11 @@ warm-up runs every batch shape first). Also how often greedy agrees with one-at-
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
+from bench.cli import write_result
 from bench.llama_shapes import build_llama_4bit
 from bench.train_speed import ROOT, versions
 
@@ -74,8 +73,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=256, help="held-out prompts priced by each batched predictor")
     args = ap.parse_args()
     result = {**versions(), "predict": predict(args.items)}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "predict_speed.json").write_text(json.dumps(result, indent=1))
+    write_result(args.out, "predict_speed.json", result)
     print(f"{result['device']}, torch {result['torch']}, transformers {result['transformers']}, {result['date']}")
     for name, rate in result["predict"]["items_per_s"].items():
         print(f"{name:>24}: {rate:>7} items/s  x{result['predict']['speedup'][name]}")

@@ -21,7 +21,7 @@ from training.config import TrainConfig
 from training.optim import warmup_steps
 from utils.compat import reset_accelerate
 
-from train_runs import adapter_tensors, metrics, tiny_args
+from train_runs import adapter_tensors, finished_run, metrics, tiny_args
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = ("--train.max_steps", "6", "--train.save_every", "2", "--train.keep_last", "3")
@@ -36,10 +36,7 @@ def _fresh_accelerate_state():
 @pytest.fixture(scope="module")
 def six_steps(tiny_llama_dir, tmp_path_factory) -> Path:
     """A 6-step run with checkpoints at steps 2, 4 and 6 (each test resumes a copy)."""
-    out = tmp_path_factory.mktemp("six") / "run"
-    assert train.main(tiny_args(tiny_llama_dir, out, *RUN)) == 0
-    reset_accelerate()
-    return out
+    return finished_run(tiny_llama_dir, tmp_path_factory, *RUN)
 
 
 def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import train
-from train_runs import REPO, adapter_tensors, metrics, tiny_args, tiny_cfg
+from train_runs import REPO, adapter_tensors, finished_run, metrics, tiny_args, tiny_cfg
 from training import rng
 from utils.compat import reset_accelerate
 
@@ -29,10 +29,7 @@ def _fresh_accelerate_state():
 @pytest.fixture(scope="module")
 def finished(tiny_llama_dir, tmp_path_factory) -> Path:
     """A 6-step run with checkpoints at steps 3 and 6 (copied by each test before it damages one)."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert train.main(tiny_args(tiny_llama_dir, out, *RUN)) == 0
-    reset_accelerate()
-    return out
+    return finished_run(tiny_llama_dir, tmp_path_factory, *RUN)
 
 
 def copy_run(finished: Path, tmp_path: Path) -> Path:

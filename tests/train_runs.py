@@ -31,6 +31,16 @@ def tiny_cfg(tiny_llama_dir, out: Path, *extra: str) -> train.Config:
     return cfg
 
 
+def finished_run(tiny_llama_dir, tmp_path_factory, *extra: str) -> Path:
+    """A whole tiny run in a fresh folder (a module fixture's: tests copy it before changing it)."""
+    from utils.compat import reset_accelerate
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert train.main(tiny_args(tiny_llama_dir, out, *extra)) == 0
+    reset_accelerate()
+    return out
+
+
 def metrics(out: Path) -> list[dict]:
     """The rows of a run's metrics.jsonl."""
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
