@@ -131,7 +131,7 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
     optimizer = accelerator.prepare_optimizer(optimizer)
     step = state["step"] if state else 0
     if checkpoint:
-        say(restore(checkpoint, state, optimizer, scheduler, accelerator, wrapped.fsdp is not None, t.seed, out))
+        say(restore(checkpoint, state, optimizer, accelerator, wrapped.fsdp is not None, t.seed, out))
         scheduler = reschedule(t, scheduler.optimizer, total_steps, step)  # a changed lr takes effect from here
     else:
         set_seed(t.seed + rank)  # dropout differs per process; the LoRA init above was shared

@@ -294,10 +294,11 @@ def pick_checkpoint(resume: str, output_dir: Path, fingerprint: dict[str, Any] |
                           f"({problems[0]}); start again without --resume")
 
 
-def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accelerator, sharded: bool,
-            seed: int, out: Path) -> str:
-    """Load the optimizer, schedule and RNG states of `checkpoint` into this run, and its adapter-best into
-    `out`, moving later checkpoints (of the run this one replaces) aside; returns a note."""
+def restore(checkpoint: Path, state: dict[str, Any], optimizer, accelerator, sharded: bool, seed: int,
+            out: Path) -> str:
+    """Load the optimizer and RNG states of `checkpoint` into this run, and its adapter-best into `out`, moving
+    later checkpoints (of the run this one replaces) aside; returns a note. The schedule is not loaded: it is a
+    function of the config and the step (training.optim.reschedule), and scheduler.pt only checks the step."""
     rank, world = accelerator.process_index, accelerator.num_processes
     # (Multi-process CPU runs name their device "cpu:0", which torch.load cannot map to.)
     where = accelerator.device if accelerator.device.type != "cpu" else "cpu"
@@ -309,7 +310,6 @@ def restore(checkpoint: Path, state: dict[str, Any], optimizer, scheduler, accel
             raise CheckpointError(f"{_first_line(e)}; resume from another checkpoint") from None
     else:
         optimizer.load_state_dict(_load_pt(checkpoint / "optimizer.pt", map_location=where))
-    scheduler.load_state_dict(_load_pt(checkpoint / "scheduler.pt"))
     states = rng.load(checkpoint)
     note = f"resumed from {checkpoint} at step {state['step']} ({state.get('examples_seen', 0):,} examples seen)"
     if accelerator.is_main_process:
