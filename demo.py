@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from predictors.paired import paired_folders, verdict
+from evaluation.paired import paired_folders, verdict
 from utils.bounded_yaml import read_yaml
 
 ROOT = Path(__file__).resolve().parent

@@ -6,10 +6,10 @@ The predictors come from predictors' registry (`python evaluate.py --help` lists
 options); all are batched with left padding and the KV cache, and deterministic:
 - greedy:    generate a few tokens after "Price is $" and read the first number.
 - expected:  a point estimate (--estimate: mean, log-mean, median or hit) of the model's price
-             distribution after "Price is $"; see predictors/expected.py for the digit search.
+             distribution after "Price is $"; see predictors/digit_search.py for the digit search.
 - mean / median: constant baselines from the training split's prices.
 
-Metrics follow the course's Tester (predictors/metrics.py): absolute error, RMSLE, and colours
+Metrics follow the course's Tester (evaluation/metrics.py): absolute error, RMSLE, and colours
 green, orange and red. A reply with no number is a failure: counted in `failures`, never a hit
 (red), and scored as a guess of $0 in the average error and RMSLE; --score-failures-as-zero
 scores it as $0 in the colours too, as the course did.
@@ -18,7 +18,7 @@ scores it as $0 in the colours too, as the course did.
 until it ends. Predictions are written batch by batch: after each batch its rows are appended to
 predictions.csv and report.json counts them (`"complete": false`), so Ctrl-C, a crash or a full disk
 keeps what was done, and --resume (same options, same --out, same adapter weights and items)
-continues it to the files an uninterrupted run writes (predictors/outputs.py). A fresh run into an
+continues it to the files an uninterrupted run writes (evaluation/outputs.py). A fresh run into an
 --out holding an earlier evaluation is refused; --overwrite moves that one aside first.
 
 The adapter folder is only read: --update-card adds the test metrics to its model card (README.md).
@@ -33,10 +33,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from predictors import (OutputWriteError, ReportFolder, add_model_options, add_predictor_options, append_to_model_card,
+from evaluation import (OutputWriteError, ReportFolder, add_model_options, add_predictor_options, append_to_model_card,
                         check_out_dir, compare_folders, device_name, format_compare, format_summary, in_length_order,
-                        load_model, load_reports, model_name, pick_items, positive_int, predict_in_batches,
-                        predictor_from_args, resolve_base, run_settings, with_run_defaults)
+                        load_model, load_reports, model_name, pick_items, predict_in_batches, predictor_from_args,
+                        resolve_base, run_settings, with_run_defaults)
+from predictors import positive_int
 from utils.folder_lock import hold_folder
 
 

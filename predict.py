@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Sequence
 
 from data import DataError
-from predictors import OptionError, add_answer_width_option, add_predictor_options, load_model, positive_int, \
-    predictor_from_args, resolve_base, with_run_defaults
-from predictors.calibration import CalibrationError
-from predictors.pricing import check_output, describe, write_priced
+from evaluation import (add_answer_width_option, add_predictor_options, load_model, predictor_from_args, resolve_base,
+                        with_run_defaults)
+from evaluation.pricing import check_output, describe, write_priced
+from predictors import OptionError, positive_int
+from predictors.interval_margin import CalibrationError
 from utils.folder_lock import hold_folder
 
 

@@ -15,14 +15,14 @@ import math
 from pathlib import Path
 
 from bench.shrinkage import summary
-from predictors.metrics import MIN_GUESS
-from predictors.paired import match
-from predictors.report import ReportError, read_predictions
+from evaluation.metrics import MIN_GUESS
+from evaluation.paired import match
+from evaluation.report import ReportError, read_predictions
 
 
 def read_pairs(first: str | Path, second: str | Path) -> tuple[list[float], list[float], list[float], int]:
     """(truths, first's guesses, second's guesses, rows left out) over the items both priced: the two
-    predictions.csv joined on title and truth (predictors.paired.match), failures (no guess) left out."""
+    predictions.csv joined on title and truth (evaluation.paired.match), failures (no guess) left out."""
     try:
         rows_a, rows_b = read_predictions(first), read_predictions(second)
     except ReportError as e:

@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from predictors import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, add_model_options, load_model, model_name,
-                        pick_items, point_estimate, price_distributions, provenance, resolve_base, search_record,
+from evaluation import (add_model_options, load_model, model_name, pick_items, provenance, resolve_base,
                         with_run_defaults, write_report)
-from predictors.expected import ACCOUNTING
+from predictors import ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, point_estimate, price_distributions, search_record
+from predictors.digit_search import ACCOUNTING
 from utils.atomic import atomic_write
 
 SPLITS = ("val", "pool", "balanced")   # --splits' choices
@@ -113,7 +113,7 @@ def load_distributions(path: str | Path) -> dict:
 # What must match for saved distributions to stand for this command line.
 REUSE_KEYS = ("base", "adapter", "data", "split", "holdout_source", "seed", "val_fraction", "test_fraction", "limit",
               "bits", "max_text_tokens", "search_digits", "answer_width", "search_accounting")
-# what a saved record that lacks the key means (predictors.run_settings; files from before the accounting option)
+# what a saved record that lacks the key means (evaluation.run_settings; files from before the accounting option)
 OMITTED_AT = {"answer_width": 0, "search_accounting": "none"}
 
 
@@ -134,7 +134,7 @@ def measure(model: Any, tokenizer: Any, args: argparse.Namespace, base: str, spl
     prompts = [test_prompt(it, tokenizer, args.max_text_tokens) for it in items]
     start = time.perf_counter()
     # The whole split at once: the predictor groups prompts by length into the batches evaluate.py
-    # forms too (predictors.in_length_order), so these reports are the ones evaluate.py writes.
+    # forms too (evaluation.in_length_order), so these reports are the ones evaluate.py writes.
     searched: list[float] = []
     dists = price_distributions(model, tokenizer, prompts, args.batch_size, max_digits=args.search_digits, top_m=width,
                                 answer_width=args.answer_width, accounting=args.search_accounting, searched=searched)

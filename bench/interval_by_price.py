@@ -1,4 +1,4 @@
-"""Interval coverage by true price: one calibration margin for all items (predictors/calibration.py, what
+"""Interval coverage by true price: one calibration margin for all items (evaluation/calibration.py, what
 ships) against one margin per band of the predicted price (Mondrian conformal: terciles of the fitting
 file's point estimates), both fitted on validation and scored on test report folders.
 
@@ -10,9 +10,10 @@ import argparse
 import statistics
 from pathlib import Path
 
-from predictors.calibration import COVERAGE, fit_margin, widen
-from predictors.metrics import BUCKETS, interval_scores
-from predictors.report import read_predictions
+from evaluation.calibration import COVERAGE, fit_margin
+from evaluation.metrics import BUCKETS, interval_scores
+from evaluation.report import read_predictions
+from predictors.interval_margin import widen
 
 
 def read(folder: str | Path) -> list[tuple[float, float, float, float]]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from predictors.metrics import BUCKETS, compute_metrics
-from predictors.report import ReportError, read_predictions
-from predictors.report import read_report as read_report_json
+from evaluation.metrics import BUCKETS, compute_metrics
+from evaluation.report import ReportError, read_predictions
+from evaluation.report import read_report as read_report_json
 
 SPLIT_ORDER = ("validation", "pool", "balanced")
 

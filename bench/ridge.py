@@ -22,7 +22,7 @@ import numpy as np
 from data import Splits, load_items, split_items
 from data.holdout import leave_source_out
 from data.splits import price_balanced_sample
-from predictors import write_report
+from evaluation import write_report
 
 
 def fit_and_report(splits: Splits, tests: dict, args: argparse.Namespace, extra: dict) -> None:

@@ -4,7 +4,7 @@ coverage fall on dear listings (where the pruned mass sits in longer numbers) or
     python -m bench.search_mass RUN/NAME-w30-val.dists.json.gz [...]     # files bench.estimators saved
 
 One line per file: the items, the mean mass covered, and the mean mass of the items in each truth bucket
-(predictors.metrics.BUCKETS), n in brackets.
+(evaluation.metrics.BUCKETS), n in brackets.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Sequence
 
 from bench.cli import print_or_fail
 from bench.estimators import load_distributions
-from predictors.metrics import BUCKETS
+from evaluation.metrics import BUCKETS
 
 
 def mass_by_bucket(truths: Sequence[float], dists: Sequence[dict[int, float]]) -> list[tuple[str, int, float | None]]:

@@ -17,7 +17,7 @@ def listing_prompts(data: str, model_folder: str | None, adapter: str | None, li
                     tokenizer: Any) -> tuple[list[Any], list[str], argparse.Namespace]:
     """`limit` listings of the test split as the run's settings pick them, their prompts, and those settings."""
     from data import test_prompt
-    from predictors import pick_items, with_run_defaults
+    from evaluation import pick_items, with_run_defaults
 
     args = argparse.Namespace(adapter=adapter, base=model_folder, data=data, data_format=None, split="test",
                               limit=limit, sample="pool", seed=None, val_fraction=None, test_fraction=None,

@@ -26,8 +26,8 @@ import math
 import statistics
 from pathlib import Path
 
-from predictors import report
-from predictors.metrics import MIN_GUESS, compute_metrics
+from evaluation import report
+from evaluation.metrics import MIN_GUESS, compute_metrics
 
 GOAL = -0.40   # the quality goal: mean ln(guess / truth) of items at $300-1000 no worse than this
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 from data import DataError
-from predictors.metrics import compute_metrics
-from predictors.report import ReportError, read_predictions
+from evaluation.metrics import compute_metrics
+from evaluation.report import ReportError, read_predictions
 from training.batches import load_splits
 from training.config import DataConfig
 

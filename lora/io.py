@@ -20,7 +20,7 @@ from .layer import LoRALinear
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 # train.py's resolved config, saved in every adapter folder it writes (not read by peft): the run's
-# settings for evaluate.py and predict.py when the folder has left its run (predictors.with_run_defaults).
+# settings for evaluate.py and predict.py when the folder has left its run (evaluation.with_run_defaults).
 TRAINING_CONFIG_NAME = "training-config.yaml"
 # peft keys are the module names under PeftModel.base_model.model, with the adapter name dropped.
 PREFIX = "base_model.model."

@@ -47,7 +47,7 @@ def left_padded_batches(tokenizer: Any, prompts: Sequence[str], batch_size: int,
         yield idx, ids.to(device), mask.to(device)
 
 
-# The bar of a caller that predicts batch by batch (predictors.run.predict_in_batches): the
+# The bar of a caller that predicts batch by batch (evaluation.run.predict_in_batches): the
 # predictors' own bars count on it instead of drawing one bar per batch.
 _OUTER_BAR: ContextVar[Any] = ContextVar("pricer_outer_bar", default=None)
 

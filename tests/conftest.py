@@ -178,3 +178,22 @@ def dollar_id(tokenizer) -> int:
     from data import PREFIX
 
     return tokenizer.encode(PREFIX, add_special_tokens=False)[-1]
+
+
+def digit_table(tok):
+    """A bigram table for a digit tokenizer (make_bigram) whose prices after "$" are DIGIT_DIST's."""
+    d = {str(i): token_id(tok, str(i)) for i in range(10)}
+    eos, dot = tok.eos_token_id, token_id(tok, ".")
+    return {
+        dollar_id(tok): {d["1"]: 0.5, d["2"]: 0.3, d["0"]: 0.2},
+        d["1"]: {d["5"]: 0.4, eos: 0.6},
+        d["5"]: {eos: 1.0},
+        d["2"]: {dot: 0.9, d["3"]: 0.1},
+        d["3"]: {d["3"]: 0.5, eos: 0.5},   # 3, 33, 333, ... : the 4-digit bound cuts the tail
+        d["0"]: {eos: 0.5, d["7"]: 0.5},   # "07" is not a price: only "0" counts
+    }
+
+
+# P(price) by hand from digit_table: P(1)=.5*.6, P(15)=.5*.4, P(2)=.3*.9, P(23)=.3*.1*.5, ...
+DIGIT_DIST = {1: 0.3, 15: 0.2, 2: 0.27, 23: 0.015, 233: 0.0075, 2333: 0.00375, 0: 0.1}
+DIGIT_MASS = 0.89625   # 1 - .0037 (5+ digits) - .1 ("07"): what the search covers

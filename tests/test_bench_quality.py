@@ -110,7 +110,7 @@ def test_matrix_and_comparison_with_the_baseline(tmp_path):
 
 def test_bucket_table_prints_hits_and_lean_per_bucket(tmp_path):
     # $5 guessed $5 (hit), $30 guessed $60 (hit: $30 off), $400 guessed $100 (miss, lean ln 1/4)
-    from predictors.report import write_report
+    from evaluation.report import write_report
     folder = tmp_path / "m"
     write_report(folder, ["a", "b", "c"], [5.0, 30.0, 400.0], [5.0, 60.0, 100.0], {"name": "m", "split": "test"}, "m")
     lines = table.bucket_table(table.parse_entries([f"M={folder}"]), {}).splitlines()

@@ -3,12 +3,15 @@
 - the entry scripts stay recipes: train.py <= 300 lines with train() <= 100, evaluate.py <= 250;
 - no function outside tests/ is longer than 60 lines (train.py's train(), the recipe, has its own limit);
 - nothing but tests imports an entry script, and bench/ is a package (no sys.path edits);
+- evaluation/ stands above predictors/: no module of predictors/ imports evaluation, at the top or in a function;
 - no issue numbers or round names in code, scripts, configs or file names.
 """
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,32 @@ def test_nothing_imports_an_entry_script_and_bench_is_a_package():
         if path.parts[-2] == "bench" and "sys.path.insert" in path.read_text():
             offenders.append(f"{path.relative_to(REPO)} edits sys.path")
     assert not offenders, offenders
+
+
+def imported_modules(path: Path) -> list[str]:
+    """Every module a file imports, wherever the import stands (top level or inside a function)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_predictors_import_nothing_from_evaluation():
+    """The harness runs the predictors, never the other way round: what a predictor needs (the hit rule, the
+    calibrated margin) lives in predictors/, and evaluation/ imports it from there."""
+    offenders = [f"{path.relative_to(REPO)} imports {name}" for path in sorted((REPO / "predictors").rglob("*.py"))
+                 for name in imported_modules(path) if name.split(".")[0] == "evaluation"]
+    assert not offenders, offenders
+
+
+def test_importing_predictors_loads_no_evaluation():
+    code = ("import sys, predictors; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'evaluation'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 WORK_LOG = re.compile(r"\bissue ?#?\d|\bround ?\d|\b(first|second|third|fourth|fifth|next|last|\d+(st|nd|rd|th)) round\b",

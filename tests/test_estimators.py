@@ -11,9 +11,9 @@ import pytest
 import bench.estimators as est
 import evaluate as ev
 from conftest import write_items
-from predictors import (ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, compute_metrics, load_model, pick_items, point_estimate,
-                        predictor_from_args, price_distributions)
-from predictors.report import cents
+from evaluation import compute_metrics, load_model, pick_items, predictor_from_args
+from evaluation.report import cents
+from predictors import ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, point_estimate, price_distributions
 
 
 @pytest.fixture(scope="module")

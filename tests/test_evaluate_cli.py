@@ -15,8 +15,9 @@ import data
 import evaluate as ev
 from conftest import write_items
 from data import load_items, split_items
+from evaluation import pick_items
 from lora import LoRAConfig, inject_lora, lora_layers, save_adapter
-from predictors import pick_items, predict_expected
+from predictors import predict_expected
 from quant.tiny import build_tiny_llama
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -130,7 +131,7 @@ def test_base_only_greedy_then_compare(tiny_llama_dir, items_file, tmp_path, cap
     lines = stdout.splitlines()
     assert lines[0].split() == ["name", "n", "avg", "error", "RMSLE", "hit", "rate", "failures"]
     assert [ln.split()[0] for ln in lines[1:3]] == ["base-greedy", "mean"]
-    # then the mean baseline against the first report on the items both scored (predictors/paired.py)
+    # then the mean baseline against the first report on the items both scored (evaluation/paired.py)
     assert lines[3].startswith("paired against base-greedy") and lines[4].startswith(f"  mean ({report['n']} items)")
     mean_report = json.loads((mean_out / "report.json").read_text())
     assert lines[2].split() == ["mean", str(mean_report["n"]), f"${mean_report['avg_error']:,.2f}",
@@ -315,7 +316,8 @@ def expected_args(tiny_llama_dir, items_file):
 
 def test_interrupted_run_keeps_its_rows_and_resume_ends_as_an_uninterrupted_run(expected_args, tmp_path, capsys,
                                                                                  monkeypatch):
-    from predictors import ExpectedPredictor, compute_metrics
+    from evaluation import compute_metrics
+    from predictors import ExpectedPredictor
 
     whole, part = tmp_path / "whole", tmp_path / "part"
     assert run_main(expected_args + ["--out", whole], capsys)[0] == 0
@@ -537,7 +539,7 @@ def test_report_provenance_model_card_and_run_name(tiny_llama_dir, items_file, t
         ev.parse_args(["--base", "b", "--data", "d", "--out", "o", "--update-card"])   # no adapter to write into
     assert "interval coverage" in card and "all split of" in card
     shutil.copytree(run / "adapter", run / "adapter-best")
-    from predictors import model_name
+    from evaluation import model_name
 
     assert model_name(str(run / "adapter-best"), "x") == "tiny pricer (best)"
 
@@ -641,8 +643,8 @@ FORMULA_TITLES = ["=HYPERLINK(\"http://x\",\"y\")", "+1 kettle", "-5% off a kett
 
 
 def test_formula_titles_are_escaped_and_read_back(tmp_path, capsys, monkeypatch):
-    from predictors.report import read_predictions as read_back
-    from predictors.redraw import redraw
+    from evaluation.report import read_predictions as read_back
+    from evaluation.redraw import redraw
 
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps({"title": t, "text": f"{t}\nwords about item {i}", "price": 10.0 + i}) + "\n"

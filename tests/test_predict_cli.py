@@ -11,7 +11,7 @@ import predict
 from data.listings import listing_from_text, load_listings
 from lora import LoRAConfig, inject_lora, save_adapter
 from predictors.base import Prediction
-from predictors.pricing import describe, trust_note
+from evaluation.pricing import describe, trust_note
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def _draw(ax, panel: tuple, runs: list[tuple[str, list[dict]]]) -> None:
     ax.set(title=title, xlabel="optimizer step", ylabel=ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if yscale == "log" and ax.lines:
-        from predictors.chart import dollar_log_axis
+        from evaluation.chart import dollar_log_axis
 
         ax.set_yscale("log")
         dollar_log_axis(ax.yaxis)

@@ -58,7 +58,8 @@ class Validator:
 
     def price_metrics(self) -> dict[str, float]:
         """The price metric on the first price_eval_items validation items (left-padded, eval mode, eager)."""
-        from predictors import compute_metrics, get_predictor
+        from evaluation import compute_metrics
+        from predictors import get_predictor
 
         items = self.splits.val[: self.cfg.train.price_eval_items]
         tokenizer = self.collate.tokenizer

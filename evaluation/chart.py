@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from predictors.metrics import colours_for, scored_guess
+from evaluation.metrics import colours_for, scored_guess
 
 
 def chart_title(title: str, metrics: dict) -> str:
@@ -12,7 +12,7 @@ def chart_title(title: str, metrics: dict) -> str:
             f"Hits={metrics['hit_rate'] * 100:.1f}%")
 
 
-# The colour key: predictors/metrics.py's rule for each colour.
+# The colour key: evaluation/metrics.py's rule for each colour.
 COLOUR_KEY = (("green", "hit: within $40 or 20%"), ("orange", "within $80 or 40%"), ("red", "miss (or no price)"))
 
 

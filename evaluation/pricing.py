@@ -29,7 +29,8 @@ def trust_note(prediction: Prediction) -> str | None:
 def describe(prediction: Prediction, quantiles: Sequence[float] | None = None, margin: float = 0.0) -> str:
     """One listing's answer: "$123.45 (80% interval $90.00 to $160.00: ...)", or why there is no price.
 
-    `margin` is the log margin the predictor widened the interval by (predictors/calibration.py), 0 for none.
+    `margin` is the log margin the predictor widened the interval by (predictors/interval_margin.py; fitted by
+    evaluation/calibration.py), 0 for none.
     """
     if prediction.price is None:
         return "no price: the model wrote no number after \"Price is $\" (try --predictor expected)"

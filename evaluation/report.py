@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from predictors.chart import chart_title, plot_chart
-from predictors.metrics import Interval, colours_for, compute_metrics, scored_guess
+from evaluation.chart import chart_title, plot_chart
+from evaluation.metrics import Interval, colours_for, compute_metrics, scored_guess
 from utils.atomic import atomic_write, atomic_write_text
 from utils.csv_cells import read_text_cell, text_cell
 
@@ -173,7 +173,7 @@ def read_report(path: Path) -> dict:
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a predictions.csv (or of the one in a report folder): title, and truth, guess, low and high
     as floats, None where empty (a failure; no interval, or a file from before intervals). For tools that read
-    evaluations back (predictors.calibration, bench/); ReportError naming the file when it is not one."""
+    evaluations back (evaluation.calibration, bench/); ReportError naming the file when it is not one."""
     path = Path(path)
     path = path / "predictions.csv" if path.is_dir() else path
     try:

@@ -72,7 +72,7 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
 # What train.py trained with, where the command line leaves it open: evaluating on another
 # split or another quantization than training used would score the wrong thing. Option -> the
 # (section, field) of train.py's config; when the run does not say, the default is that field's
-# own (training/config.py), read when needed so that importing predictors does not import torch.
+# own (training/config.py), read when needed so that importing evaluation does not import torch.
 RUN_DEFAULTS = {"seed": ("data", "seed"), "val_fraction": ("data", "val_fraction"),
                 "test_fraction": ("data", "test_fraction"), "max_text_tokens": ("data", "max_text_tokens"),
                 "bits": ("model", "bits"), "quant_type": ("model", "quant_type"),

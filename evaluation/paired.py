@@ -10,10 +10,10 @@ cannot tell the two apart. (It measures the sampling of items only; a second tra
 seed moves the numbers too, and no interval here can see that.)
 
 Items are matched by title and truth, not by row: predictions.csv follows prompt length, which differs
-between tokenizers. Guesses are scored as predictors.metrics scores them (item_scores), so a difference
+between tokenizers. Guesses are scored as evaluation.metrics scores them (item_scores), so a difference
 of the full sample is exactly the difference of the two reports' numbers when they cover the same items.
 
-    from predictors.paired import paired_differences
+    from evaluation.paired import paired_differences
     d = paired_differences(truths, guesses_a, guesses_b)   # {"n", "rmsle": (diff, low, high), ...}
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from predictors.metrics import item_scores
-from predictors.report import ReportError, read_predictions
+from evaluation.metrics import item_scores
+from evaluation.report import ReportError, read_predictions
 
 RESAMPLES = 2000
 LEVEL = 0.95

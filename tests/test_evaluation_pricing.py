@@ -1,12 +1,12 @@
-"""predictors/pricing.py: predict.py's file of prices is safe to open in a spreadsheet."""
+"""evaluation/pricing.py: predict.py's file of prices is safe to open in a spreadsheet."""
 from __future__ import annotations
 
 import csv
 import json
 from types import SimpleNamespace
 
+from evaluation.pricing import write_priced
 from predictors import Prediction
-from predictors.pricing import write_priced
 
 
 def test_priced_csv_escapes_formula_titles_and_jsonl_keeps_them(tmp_path):

@@ -1,11 +1,11 @@
-"""predictors/report.py: the three files of a report, written whole; summaries; reading reports back."""
+"""evaluation/report.py: the three files of a report, written whole; summaries; reading reports back."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from predictors.report import ReportError, format_compare, format_summary, load_reports, write_report
+from evaluation.report import ReportError, format_compare, format_summary, load_reports, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -123,7 +123,7 @@ def test_interval_coverage_and_lean_by_hand(tmp_path):
 
 
 def test_log_axes_chart_and_the_linear_one(tmp_path):
-    from predictors.chart import plot_chart
+    from evaluation.chart import plot_chart
 
     fig = plot_chart([1.0, 10.0, 900.0], [2.0, None, 800.0], "t")
     ax = fig.axes[0]
@@ -133,7 +133,7 @@ def test_log_axes_chart_and_the_linear_one(tmp_path):
 
 
 def test_read_predictions_gives_floats_and_none_and_names_a_bad_row(tmp_path):
-    from predictors.report import read_predictions
+    from evaluation.report import read_predictions
 
     (tmp_path / "predictions.csv").write_text("title,truth,guess,error,colour,low,high\n"
                                               "Drill,129.00,110.50,18.50,green,60.00,200.00\n"
@@ -155,7 +155,7 @@ def test_formula_titles_are_escaped_and_numbers_stay_numbers():
     import csv
     import io
 
-    from predictors.report import prediction_rows
+    from evaluation.report import prediction_rows
 
     text = prediction_rows(["=1+1", "-5 off", "\tTab", "plain"], [10.0, 20.0, 30.0, 40.0], [-3.5, None, 30.0, 1.0])
     rows = list(csv.reader(io.StringIO(text)))

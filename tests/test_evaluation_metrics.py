@@ -1,11 +1,11 @@
-"""predictors/metrics.py: the course's colours at their edges and the metrics, by hand."""
+"""evaluation/metrics.py: the course's colours at their edges and the metrics, by hand."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from predictors.metrics import colour_for, colours_for, compute_metrics
+from evaluation.metrics import colour_for, colours_for, compute_metrics
 
 
 @pytest.mark.parametrize("error, truth, colour", [

@@ -1,12 +1,12 @@
-"""`python -m predictors.redraw FOLDER ...`: draw a report folder's chart.png again from its report.json and
+"""`python -m evaluation.redraw FOLDER ...`: draw a report folder's chart.png again from its report.json and
 predictions.csv, for reports that travelled without their charts (a GPU machine returns few files)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
-from predictors.chart import chart_title
-from predictors.report import ReportError, read_predictions, read_report, write_chart
+from evaluation.chart import chart_title
+from evaluation.report import ReportError, read_predictions, read_report, write_chart
 
 
 def redraw(folder: Any, log_axes: bool = True) -> Path:
@@ -20,11 +20,11 @@ def redraw(folder: Any, log_axes: bool = True) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m predictors.redraw FOLDER ... [--linear]: redraw each report folder's chart.png."""
+    """python -m evaluation.redraw FOLDER ... [--linear]: redraw each report folder's chart.png."""
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m predictors.redraw", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m evaluation.redraw", description=main.__doc__)
     p.add_argument("folders", nargs="+", help="evaluate.py report folders (report.json and predictions.csv)")
     p.add_argument("--linear", action="store_true", help="the course's linear axes instead of log-price axes")
     args = p.parse_args(argv)

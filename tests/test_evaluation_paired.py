@@ -1,4 +1,4 @@
-"""predictors/paired.py: two evaluations of the same items compared item by item, with a paired bootstrap
+"""evaluation/paired.py: two evaluations of the same items compared item by item, with a paired bootstrap
 interval; and evaluate.py --compare printing it."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import pytest
 
 import evaluate as ev
-from predictors.metrics import compute_metrics, item_scores
-from predictors.paired import compare_folders, match, paired_differences, paired_folders, verdict
-from predictors.report import load_reports, write_report
+from evaluation.metrics import compute_metrics, item_scores
+from evaluation.paired import compare_folders, match, paired_differences, paired_folders, verdict
+from evaluation.report import load_reports, write_report
 
 
 def test_item_scores_average_to_the_reports_metrics():

@@ -1,7 +1,7 @@
 """The course's metrics: absolute error, RMSLE, colours, and the same by truth price bucket.
 
-Colours: green when the error is < $40 or < 20% of the truth, orange when < $80 or < 40%,
-red otherwise.
+Colours: green when the error is < $40 or < 20% of the truth (the hit rule, predictors/hit_rule.py, which the
+expected predictor's "hit" estimate aims at), orange when < $80 or < 40%, red otherwise.
 
 A failure is a reply the predictor could not read a price from (a guess of None). It is never
 a hit: it is counted in `failures` and coloured red, a miss. Its absolute error and squared
@@ -16,10 +16,11 @@ import math
 import statistics
 from typing import Sequence
 
+from predictors.hit_rule import GREEN_ERROR, GREEN_RATIO
+
 MIN_GUESS = 0.5   # the lowest price curation keeps: a guess below it counts as this in the log ratio
 Interval = tuple[float | None, float | None]
 
-GREEN_ERROR, GREEN_RATIO = 40.0, 0.2
 ORANGE_ERROR, ORANGE_RATIO = 80.0, 0.4
 BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("<$10", 0.0, 10.0), ("$10-50", 10.0, 50.0), ("$50-100", 50.0, 100.0),

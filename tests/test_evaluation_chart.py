@@ -1,7 +1,7 @@
-"""predictors/chart.py: the course's chart (points, axes) and its title."""
+"""evaluation/chart.py: the course's chart (points, axes) and its title; evaluation/redraw.py drawing it again."""
 from __future__ import annotations
 
-from predictors.chart import chart_title, plot_chart
+from evaluation.chart import chart_title, plot_chart
 
 
 def test_chart_points():
@@ -35,10 +35,10 @@ def test_a_failure_is_drawn_red_unless_scored_as_zero():
 
 
 def test_a_report_without_its_chart_gets_the_same_chart_back(tmp_path, capsys):
-    """python -m predictors.redraw redraws chart.png from report.json and predictions.csv, pixel for pixel
+    """python -m evaluation.redraw redraws chart.png from report.json and predictions.csv, pixel for pixel
     (prices in whole cents draw where the report drew them); a folder that is no report is one line."""
-    from predictors.redraw import main
-    from predictors.report import write_report
+    from evaluation.redraw import main
+    from evaluation.report import write_report
 
     truths, guesses = [10.0, 100.0, 500.0, 40.0], [12.25, None, 100.5, 45.0]
     write_report(tmp_path, ["a", "b", "c", "d"], truths, guesses, {"name": "tiny", "split": "test"}, "tiny")

@@ -1,4 +1,4 @@
-"""predictors.calibration: the conformal margin by hand, widening, the stored file, and predict.py using it."""
+"""evaluation/calibration.py: the conformal margin by hand, the fitted file, and predict.py using it."""
 from __future__ import annotations
 
 import csv
@@ -9,9 +9,9 @@ import re
 import pytest
 
 import predict
+from evaluation.calibration import coverage_of, fit_margin, main, scores
 from lora import LoRAConfig, inject_lora, save_adapter
-from predictors.calibration import (FILE, CalibrationError, coverage_of, fit_margin, load_margin, main, scores,
-                                    widen)
+from predictors.interval_margin import FILE, CalibrationError, load_margin
 
 
 def test_scores_are_log_distances_outside_the_interval():
@@ -34,13 +34,6 @@ def test_margin_is_the_conformal_rank_of_the_scores():
 def test_too_few_items_cannot_calibrate():
     with pytest.raises(CalibrationError, match="cannot calibrate 80% coverage"):
         fit_margin([1.0, 2.0, 3.0], [(1.0, 2.0)] * 3, 0.8)    # rank ceil(4 * 0.8) = 4 > 3
-
-
-def test_widen_and_narrow_never_cross():
-    assert widen(10.0, 20.0, math.log(2)) == pytest.approx((5.0, 40.0))
-    assert widen(10.0, 40.0, -math.log(1.5)) == pytest.approx((15.0, 40 / 1.5))
-    assert widen(10.0, 40.0, -5.0) == pytest.approx((20.0, 20.0))         # stops at the geometric middle
-    assert widen(0.0, 40.0, 1.0) == pytest.approx((0.0, 40 * math.e))
 
 
 def write_eval(folder, rows, **report):
@@ -70,16 +63,6 @@ def test_cli_fits_writes_and_refuses_widened_intervals(tmp_path, capsys):
     assert main(["--adapter", str(adapter), "--check", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "no item with a stated interval" in err and "Traceback" not in err
-
-
-def test_a_damaged_calibration_file_is_one_clear_error(tmp_path):
-    (tmp_path / FILE).write_text("{not json")
-    with pytest.raises(CalibrationError, match="not a calibration file"):
-        load_margin(tmp_path)
-    (tmp_path / FILE).write_text(json.dumps({"margin": float("inf")}))
-    with pytest.raises(CalibrationError, match="not a finite log margin"):
-        load_margin(tmp_path)
-    assert load_margin(tmp_path / "elsewhere") is None and load_margin(None) is None
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +105,7 @@ def test_shipped_calibrations_refit_from_their_validation_reports(name):
     """Each shipped adapter's stored margin is what its committed validation predictions give, and covers 80%."""
     from pathlib import Path
 
-    from predictors.calibration import read_intervals
+    from evaluation.calibration import read_intervals
 
     adapter = Path(__file__).resolve().parent.parent / "adapters" / name
     truths, intervals, report = read_intervals(adapter / "eval-val")
@@ -130,17 +113,3 @@ def test_shipped_calibrations_refit_from_their_validation_reports(name):
     margin = fit_margin(truths, intervals)
     assert load_margin(adapter) == pytest.approx(margin, abs=1e-12)
     assert coverage_of(truths, intervals, margin) >= 0.8 > coverage_of(truths, intervals)
-
-
-@pytest.mark.parametrize("record, field", [
-    ({"margin": -3}, "margin -3 is outside [-1, 10]"),   # would shrink intervals past their own estimates
-    ({"margin": 0.2, "coverage": 2}, "coverage is 2, not a share between 0 and 1"),
-    ({"margin": 0.2, "raw_coverage": float("nan")}, "raw_coverage is nan, not a share between 0 and 1"),
-    ({"margin": 0.2, "n": -1}, "n is -1, not a positive count of items"),
-    ({"margin": True}, "margin is True, not a finite log margin"),
-])
-def test_a_calibration_out_of_range_is_refused_naming_the_field(record, field, tmp_path):
-    (tmp_path / FILE).write_text(json.dumps(record))
-    with pytest.raises(CalibrationError) as e:
-        load_margin(tmp_path)
-    assert str(e.value).startswith(f"{tmp_path / FILE}: {field}") and "\n" not in str(e.value)

@@ -12,10 +12,11 @@ and the margin q is the ceil((n + 1) * 0.8)-th smallest score. Every later inter
 covered. The margin is fitted once per adapter and stored beside it:
 
     python evaluate.py --adapter A --split val --predictor expected --interval-calibration off --out A/eval-val
-    python -m predictors.calibration --adapter A [--predictions A/eval-val] [--check OTHER_EVAL ...]
+    python -m evaluation.calibration --adapter A [--predictions A/eval-val] [--check OTHER_EVAL ...]
 
 after which predict.py and evaluate.py widen that adapter's intervals (--interval-calibration off
-shows the model's raw quantiles).
+shows the model's raw quantiles). Reading the stored margin back and widening by it are the predictor's
+(predictors/interval_margin.py); fitting it is here.
 """
 from __future__ import annotations
 
@@ -26,16 +27,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from predictors.metrics import interval_scores
-from predictors.report import ReportError, read_predictions, read_report
+from evaluation.metrics import interval_scores
+from evaluation.report import ReportError, read_predictions, read_report
+from predictors.interval_margin import FILE, CalibrationError, widen
 from utils.atomic import atomic_write_text
 
-FILE = "interval_calibration.json"
 COVERAGE = 0.8
-
-
-class CalibrationError(ValueError):
-    """A calibration that cannot be fitted or read; the message is one line for the user."""
 
 
 def scores(truths: Sequence[float], intervals: Sequence[tuple[float, float]]) -> list[float]:
@@ -51,12 +48,6 @@ def fit_margin(truths: Sequence[float], intervals: Sequence[tuple[float, float]]
         raise CalibrationError(f"{n} items with intervals cannot calibrate {coverage:.0%} coverage "
                                f"(needs at least {math.ceil(coverage / (1 - coverage))})")
     return sorted(scores(truths, intervals))[rank - 1]
-
-
-def widen(low: float, high: float, margin: float) -> tuple[float, float]:
-    """(low * e^-margin, high * e^margin); a negative margin narrows, never past the interval's geometric middle."""
-    middle = math.sqrt(low * high)
-    return min(low * math.exp(-margin), middle), max(high * math.exp(margin), middle)
 
 
 def coverage_of(truths: Sequence[float], intervals: Sequence[tuple[float, float]], margin: float = 0.0) -> float:
@@ -78,57 +69,6 @@ def read_intervals(folder: str | Path) -> tuple[list[float], list[tuple[float, f
     return [t for t, _ in kept], [iv for _, iv in kept], report
 
 
-# A margin below -1 moves each end inward by more than a factor e: a 10%-90% interval narrower than e^2 (7.4x)
-# collapses to its middle, which need not hold the point estimate. Above 10 (x22,000 outward) it says nothing.
-MARGIN_RANGE = (-1.0, 10.0)
-# The other fields a fitted file holds, checked when present: (low, high, whether the ends are allowed).
-FIELD_RANGES = {"coverage": (0.0, 1.0, False), "raw_coverage": (0.0, 1.0, True),
-                "calibrated_coverage": (0.0, 1.0, True)}
-
-
-def _checked(path: Path, record: dict) -> float:
-    """The margin of a calibration record, every numeric field range-checked; CalibrationError naming the field."""
-    refit = "refit it with python -m predictors.calibration or delete it"
-    for key, (low, high, ends) in FIELD_RANGES.items():
-        value = record.get(key)
-        if key in record and (not _is_number(value) or not (low <= value <= high if ends else low < value < high)):
-            raise CalibrationError(f"{path}: {key} is {value!r:.40}, not a share between {low:g} and {high:g}; {refit}")
-    n = record.get("n")
-    if "n" in record and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
-        raise CalibrationError(f"{path}: n is {n!r:.40}, not a positive count of items; {refit}")
-    margin = record["margin"]
-    if not _is_number(margin):
-        raise CalibrationError(f"{path}: margin is {margin!r:.40}, not a finite log margin; {refit}")
-    if not MARGIN_RANGE[0] <= margin <= MARGIN_RANGE[1]:
-        raise CalibrationError(f"{path}: margin {margin:g} is outside [{MARGIN_RANGE[0]:g}, {MARGIN_RANGE[1]:g}] "
-                               "(below -1 an interval shrinks to a point that may exclude its own estimate); "
-                               f"{refit}")
-    return float(margin)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def load_margin(adapter: str | Path | None) -> float | None:
-    """The fitted margin stored beside `adapter`, or None when there is none; CalibrationError (one line naming
-    the file and the field) for a file that is damaged or out of range."""
-    if not adapter:
-        return None
-    path = Path(adapter) / FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CalibrationError(f"{path}: not a calibration file ({type(e).__name__}); refit it with "
-                               "python -m predictors.calibration or delete it") from None
-    if not isinstance(record, dict) or "margin" not in record:
-        raise CalibrationError(f"{path}: not a calibration file (no margin field); refit it with "
-                               "python -m predictors.calibration or delete it")
-    return _checked(path, record)
-
-
 def fit(adapter: str | Path, predictions: str | Path, coverage: float = COVERAGE) -> dict:
     """Fit the margin on a validation report of `adapter`'s raw intervals and write it beside the adapter."""
     truths, intervals, report = read_intervals(predictions)
@@ -145,7 +85,7 @@ def fit(adapter: str | Path, predictions: str | Path, coverage: float = COVERAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m predictors.calibration", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m evaluation.calibration", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", required=True, help="the adapter folder; the margin is written beside its weights")
     ap.add_argument("--predictions",

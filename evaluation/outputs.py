@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from predictors.base import Prediction
-from predictors.report import (COLUMNS, ReportError, build_report, cents, cents_interval, prediction_rows,
+from evaluation.report import (COLUMNS, ReportError, build_report, cents, cents_interval, prediction_rows,
                                read_report, write_report)
 from utils.atomic import atomic_append, atomic_write_text
 from utils.csv_cells import read_text_cell
