@@ -100,7 +100,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Compare vLLM's answers with pricer's greedy 16-bit ones; 0 when every price agrees, else 1."""
     from lora.io import read_config
-    from predictors import load_model, resolve_base
+    from evaluation import load_model, resolve_base
     from quant import resolve_model
     from training.card import vllm_max_lora_rank
 
