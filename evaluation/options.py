@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +102,13 @@ def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
     from lora.io import TRAINING_CONFIG_NAME
 
-    run = None
+    run, merged = None, False
     if args.adapter:
         beside, inside = Path(args.adapter).parent / "config.yaml", Path(args.adapter) / TRAINING_CONFIG_NAME
         run = beside if beside.is_file() else inside
     elif getattr(args, "base", None) and Path(args.base).is_dir():
         run = Path(args.base) / TRAINING_CONFIG_NAME
+        merged = True
     saved: Any = {}
     if run is not None and run.is_file():
         try:
@@ -114,9 +116,26 @@ def with_run_defaults(args: argparse.Namespace) -> argparse.Namespace:
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise OptionError(f"{run}: not readable YAML ({str(e).splitlines()[0]}); pass the options it would "
                               "give (--seed, --bits, ...) or repair it") from None
+    if merged and getattr(args, "bits", None) is None:
+        saved = served_as_saved(run, saved)
     for key, (section, name) in RUN_DEFAULTS.items():
         part = saved.get(section) if isinstance(saved, dict) else None
         if hasattr(args, key) and getattr(args, key) is None:
             default = training_default(section, name)
             setattr(args, key, part.get(name, default) if isinstance(part, dict) else default)
     return args
+
+
+def served_as_saved(path: Path, saved: Any) -> Any:
+    """A merged folder's training-config.yaml with model.bits 16: the folder's weights are served as saved.
+
+    python -m lora.export writes bits 16 itself; a folder exported before it did carries the adapter's own
+    `bits: 4`, which would quantize the merged weights again. Such a file is read as bits 16, with a note.
+    """
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if not isinstance(model, dict) or model.get("bits", 16) == 16:
+        return saved
+    print(f"note: {path} says bits {model['bits']} (how the adapter was trained; an older python -m lora.export "
+          f"copied it); serving {path.parent}'s weights as saved, 16-bit (pass --bits {model['bits']} to quantize "
+          "them)", file=sys.stderr)
+    return {**saved, "model": {**model, "bits": 16}}

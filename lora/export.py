@@ -15,7 +15,8 @@ llama.cpp and Ollama (lora/gguf_export.py), written from the folder's own weight
 The adapter's training-config.yaml, when it has one, goes into the folder too: evaluate.py and
 predict.py --base FOLDER read the answer format and prompt settings from it, as from an adapter. Its
 model section is rewritten to the folder's own (bits 16, compute_dtype --dtype), so they serve the
-merged weights as saved rather than quantizing them to the 4 bits the adapter was trained over.
+merged weights as saved rather than quantizing them to the 4 bits the adapter was trained over. The
+adapter's interval_calibration.json goes in too, so the folder states the adapter's calibrated intervals.
 
 The folder appears whole or not at all: it is built in a temporary sibling and renamed into
 place. An existing non-empty --out is refused and left untouched.
@@ -79,6 +80,8 @@ def export_adapter(adapter: str | os.PathLike, out: str | os.PathLike, base: str
     from utils.atomic import atomic_folder
 
     from .gguf_export import check_gguf_support, write_gguf
+    from predictors.interval_margin import FILE as INTERVAL_FILE
+
     from .io import TRAINING_CONFIG_NAME, load_adapter
     from .merge import export_merged
 
@@ -105,6 +108,9 @@ def export_adapter(adapter: str | os.PathLike, out: str | os.PathLike, base: str
         trained = Path(adapter) / TRAINING_CONFIG_NAME
         if trained.is_file():   # how it was trained (the answer format above all): evaluate.py and predict.py read it
             (tmp / TRAINING_CONFIG_NAME).write_text(serving_config(trained.read_text(), dtype))
+        calibration = Path(adapter) / INTERVAL_FILE
+        if calibration.is_file():   # the adapter's interval margin, so that --base FOLDER states calibrated intervals
+            (tmp / INTERVAL_FILE).write_text(serving_calibration(calibration.read_text(), adapter))
         print(f"merged -> {out} ({str(dtype).removeprefix('torch.')}, {_size(tmp, '*.safetensors')}) "
               f"in {time.perf_counter() - started:.1f}s")
         if gguf is not None:
@@ -135,6 +141,26 @@ def serving_config(text: str, dtype: torch.dtype) -> str:
     note = (f"# python -m lora.export: model.bits and model.compute_dtype are this merged folder's ({served} weights, "
             f"served as saved); the adapter was trained over {trained.get('name', 'its base')} in {how}")
     return "\n".join([*comments, note]) + "\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def serving_calibration(text: str, adapter: str | os.PathLike) -> str:
+    """The adapter's interval_calibration.json as the merged folder's, saying where its margin was fitted.
+
+    The margin was fitted on the adapter over its training base (4-bit for a QLoRA run); the merged 16-bit
+    model's quantiles are narrower (bench/RESULTS.md, "Served answers"), and the same margin brings its
+    intervals back to about the stated coverage there. A file that is not a JSON object is copied as it is,
+    and reading it says what is wrong.
+    """
+    import json
+
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(record, dict):
+        return text
+    record["copied_from"] = f"{adapter} (python -m lora.export): fitted on the adapter over its training base"
+    return json.dumps(record, indent=2) + "\n"
 
 
 def _count_layers(model: torch.nn.Module) -> int:

@@ -166,7 +166,8 @@ class ExpectedPredictor(Predictor):
             if value is not None and value <= 0:
                 raise OptionError(f"{flag} must be positive")
         calibrate = (getattr(args, "interval_calibration", None) or "auto") == "auto"
-        margin = load_margin(getattr(args, "adapter", None)) if calibrate else None
+        # The margin beside the adapter; without one, beside a --base folder (a merged export carries its adapter's).
+        margin = load_margin(getattr(args, "adapter", None) or getattr(args, "base", None)) if calibrate else None
         return cls(args.estimate or "mean", args.search_width or SEARCH_WIDTH, args.search_digits or SEARCH_DIGITS,
                    getattr(args, "search_accounting", None) or "none", margin or 0.0)
 

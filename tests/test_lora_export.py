@@ -330,3 +330,38 @@ def test_the_merged_folder_keeps_how_the_adapter_was_trained(adapter, tmp_path, 
     assert (args.bits, args.compute_dtype, args.answer_width) == (16, "float32", 4)
     assert predict.parse_args(["--base", str(tmp_path / "merged"), "--text", "drill", "--bits", "4"]).bits == 4
     assert evaluate.parse_args(["--base", "smollm2-135m", "--data", "d", "--out", "o"]).answer_width == 0
+
+
+def test_the_merged_folder_carries_the_interval_margin(adapter, tmp_path, capsys):
+    """The adapter's interval_calibration.json travels into the merged folder (saying where it was fitted), and
+    the expected predictor run with --base FOLDER widens its intervals by it, as with --adapter."""
+    import shutil
+
+    import evaluate
+    from predictors import ExpectedPredictor
+
+    trained = tmp_path / "trained"
+    shutil.copytree(adapter, trained)
+    (trained / "interval_calibration.json").write_text(json.dumps({"margin": 0.25, "coverage": 0.8, "n": 50}))
+    assert export(["--adapter", trained, "--out", tmp_path / "merged", "--dtype", "float32"], capsys)[0] == 0
+    record = json.loads((tmp_path / "merged" / "interval_calibration.json").read_text())
+    assert record["margin"] == 0.25 and record["copied_from"].startswith(str(trained))
+    expected = ["--base", str(tmp_path / "merged"), "--data", "d", "--out", "o", "--predictor", "expected"]
+    assert ExpectedPredictor.from_args(evaluate.parse_args(expected)).interval_margin == 0.25
+    args = evaluate.parse_args([*expected, "--interval-calibration", "off"])
+    assert ExpectedPredictor.from_args(args).interval_margin == 0.0
+
+
+def test_a_folder_exported_before_bits_16_is_served_as_saved(tmp_path, capsys):
+    """An older export copied the adapter's `bits: 4` into the merged folder: read as 16 bits, with a note;
+    --bits 4 still quantizes."""
+    import predict
+
+    folder = tmp_path / "old-merged"
+    folder.mkdir()
+    (folder / "training-config.yaml").write_text("model:\n  name: smollm2-135m\n  bits: 4\n  compute_dtype: bfloat16\n"
+                                                  "data:\n  answer_width: 4\n")
+    args = predict.parse_args(["--base", str(folder), "--text", "drill"])
+    assert (args.bits, args.compute_dtype, args.answer_width) == (16, "bfloat16", 4)
+    assert "says bits 4" in capsys.readouterr().err
+    assert predict.parse_args(["--base", str(folder), "--text", "drill", "--bits", "4"]).bits == 4
