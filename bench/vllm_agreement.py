@@ -1,7 +1,7 @@
 """Whether vLLM serving an adapter answers as pricer does: `python -m bench.vllm_agreement`.
 
     python -m bench.vllm_agreement --vllm-python /tmp/vllm-venv/bin/python [--adapter adapters/smollm2-135m-pricer]
-        [--limit 20] [--out bench/results/vllm_agreement/FILE.jsonl]
+        [--limit 20] [--dtype bfloat16|float32] [--out bench/results/vllm_agreement/FILE.jsonl]
 
 It starts vLLM's OpenAI server with the adapter unmerged on the base it was trained on (the embedded folder
 for an embedded model), as the README says (`python -m vllm.entrypoints.openai.api_server`, which the CPU
@@ -33,11 +33,14 @@ from bench.served_answers import compare_rows, greedy_texts, listing_prompts, wr
 REPO = Path(__file__).resolve().parent.parent
 
 
-def vllm_command(python: str, base: str, adapter: str, rank: int, port: int, kv_bytes: int) -> list[str]:
-    """The README's server command, as a list (the module form that CPU and GPU installs both have)."""
+def vllm_command(python: str, base: str, adapter: str, rank: int, port: int, kv_bytes: int,
+                 dtype: str | None = None) -> list[str]:
+    """The README's server command, as a list (the module form that CPU and GPU installs both have); with
+    `dtype`, vLLM's --dtype too (the README's command leaves it to the checkpoint's own, bfloat16 here)."""
     return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", base, "--enable-lora",
             "--lora-modules", f"pricer={adapter}", "--max-lora-rank", str(rank),
-            "--kv-cache-memory-bytes", str(kv_bytes), "--host", "127.0.0.1", "--port", str(port)]
+            "--kv-cache-memory-bytes", str(kv_bytes), "--host", "127.0.0.1", "--port", str(port),
+            *(["--dtype", dtype] if dtype else [])]
 
 
 def free_port() -> int:
@@ -93,6 +96,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--kv-cache-memory-bytes", type=int, default=1_000_000_000)
     p.add_argument("--start-timeout", type=float, default=600, help="seconds to wait for the server (default 600)")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"),
+                   help="both sides in this dtype: vLLM's --dtype and pricer's --compute-dtype (default: bfloat16, "
+                        "the README's command; float32 tells rounding from a real difference)")
     p.add_argument("--out", type=Path, help="also write the JSON lines here")
     return p.parse_args(argv)
 
@@ -107,16 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     base = resolve_model(resolve_base(args.adapter, None))
     r = read_config(Path(args.adapter) / "adapter_config.json").r
-    model, tokenizer = load_model(base, args.adapter, 16)
+    model, tokenizer = load_model(base, args.adapter, 16, compute_dtype=args.dtype or "bfloat16")
     items, prompts, run = listing_prompts(args.data, None, args.adapter, args.limit, tokenizer)
     reference = greedy_texts(model, tokenizer, prompts, args.max_new_tokens)
     port, log = free_port(), Path(f"/tmp/vllm_agreement-{time.strftime('%H%M%S')}.log")
     command = vllm_command(args.vllm_python, base, args.adapter, vllm_max_lora_rank(r), port,
-                           args.kv_cache_memory_bytes)
+                           args.kv_cache_memory_bytes, args.dtype)
     with serving(command, port, args.start_timeout, log) as url:
         served = [complete(url, p, args.max_new_tokens) for p in prompts]
     rows, summary = compare_rows(items, reference, served, ("pricer", "vllm"))
-    summary.update(adapter=args.adapter, base=base, answer_width=run.answer_width, max_new_tokens=args.max_new_tokens,
+    summary.update(adapter=args.adapter, base=base, dtype=args.dtype or "bfloat16", answer_width=run.answer_width,
+                   max_new_tokens=args.max_new_tokens,
                    command=" ".join(command[1:]))
     write_rows(args.out, rows, summary)
     return 0 if summary["same_price"] == summary["listings"] else 1
