@@ -8,10 +8,12 @@
 
 The default predictor is `expected`: the mean of the model's price distribution after
 "Price is $", with its 80% interval (the 10th to 90th percentile of that distribution, widened by
-the margin fitted on validation when the adapter has an interval_calibration.json). When
+the margin in the adapter's interval_calibration.json when it has one: fitted on validation, or on
+held-out sources; python -m evaluation.calibration). When
 the search behind it covered less than half of the model's probability, the price is followed
-by a line saying it is uncertain and why. Any evaluate.py predictor works
-(`--predictor greedy`, ...). Base, quantization and prompt length default to the adapter's run.
+by a line saying it is uncertain and why; an --out file says so in each row (`mass`, `uncertain`).
+Any evaluate.py predictor works (`--predictor greedy`, ...). Base, quantization and prompt length
+default to the adapter's run.
 
 A listing reads the same in every shape: a file's text, title + text or title + description
 columns, --title/--text and stdin give the model one text, its title on the first line (the
@@ -31,7 +33,7 @@ from typing import Sequence
 from data import DataError
 from evaluation import (add_answer_width_option, add_predictor_options, load_model, predictor_from_args, resolve_base,
                         with_run_defaults)
-from evaluation.pricing import check_output, describe, write_priced
+from evaluation.pricing import calibration_basis, check_output, describe, write_priced
 from predictors import OptionError, positive_int
 from predictors.interval_margin import CalibrationError
 from utils.folder_lock import hold_folder
@@ -125,14 +127,15 @@ def run(args: argparse.Namespace) -> int:
                                         answer_width=args.answer_width)
     record = predictor.record()
     quantiles, margin = record.get("interval_quantiles"), record.get("interval_margin") or 0.0
+    basis = calibration_basis(args.adapter or args.base) if margin else "on validation"
     if len(listings) == 1 and not args.out:
-        print(describe(predictions[0], quantiles, margin))
+        print(describe(predictions[0], quantiles, margin, basis))
     elif args.out:
         write_priced(args.out, listings, predictions)
         print(f"priced {len(listings):,} listings in {time.perf_counter() - started:.1f}s; wrote {args.out}")
     else:
         for listing, p in zip(listings, predictions):
-            print(f"{listing.title[:60]:<60}  {describe(p, quantiles, margin)}")
+            print(f"{listing.title[:60]:<60}  {describe(p, quantiles, margin, basis)}")
     return 0
 
 

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from predictors.base import Prediction
-from evaluation.report import (COLUMNS, ReportError, build_report, cents, cents_interval, prediction_rows,
-                               read_report, write_report)
+from evaluation.pricing import mass_cell
+from evaluation.report import (COLUMNS, OLD_COLUMNS, ReportError, build_report, cents, cents_interval,
+                               prediction_rows, read_report, write_report)
 from utils.atomic import atomic_append, atomic_write_text
 from utils.csv_cells import read_text_cell
 from utils.move_aside import move_aside
@@ -90,6 +91,7 @@ class ReportFolder:
         self.settings: dict = json.loads(json.dumps(settings))   # as report.json holds them: lists, not tuples
         self.guesses: list[float | None] = []
         self.intervals: list[tuple | None] = []    # the predictor's (low, high) per item, None where it states none
+        self.masses: list[float | None] = []       # the share of the model's probability searched per item (4 places)
         self.log_axes = True
         self.seconds = 0.0
         self.mass: float | None = None    # the mean Prediction.mass so far: report.json's search_mass
@@ -143,7 +145,7 @@ class ReportFolder:
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= len(items):
             raise ReportError(f"{report_path}: n is {n!r:.40}, not a count of this run's {len(items)} items; "
                               "run without --resume")
-        folder.guesses, folder.intervals = read_guesses(rows_path, items, n)
+        folder.guesses, folder.intervals, folder.masses = read_guesses(rows_path, items, n)
         folder.seconds = float(saved.get("seconds") or 0.0)
         folder.mass, folder.device = saved.get("search_mass"), saved.get("device")
         # Rows after the n the report counts (a torn row, a batch whose report was not written) go.
@@ -163,7 +165,7 @@ class ReportFolder:
         items = self.items[:self.done]
         atomic_write_text(self.out / "predictions.csv", prediction_rows(
             [it.title for it in items], [it.price for it in items], self.guesses, self.failures_as_zero, header=True,
-            intervals=self.intervals))
+            intervals=self.intervals, masses=self.masses))
 
     def add(self, predictions: Sequence[Prediction], seconds: float) -> None:
         """Append the next items' rows to predictions.csv (flushed to disk), then rewrite report.json to count them."""
@@ -180,13 +182,14 @@ class ReportFolder:
         with self._writing(self.out / "predictions.csv"):
             atomic_append(self.out / "predictions.csv", prediction_rows(
                 [it.title for it in batch], [it.price for it in batch], guesses, self.failures_as_zero,
-                intervals=intervals))
+                intervals=intervals, masses=[mass_cell(p.mass) for p in predictions]))
         masses = [p.mass for p in predictions]
         if masses and None not in masses:
             # A running mean, so that a resumed run, starting from the saved one, adds up the same floats.
             self.mass = ((self.mass or 0.0) * self.done + sum(masses)) / (self.done + len(masses))
         self.guesses += guesses
         self.intervals += intervals
+        self.masses += [mass_cell(m) for m in masses]
         self.seconds += seconds
         truths = [it.price for it in self.items[:self.done]]
         report = build_report(truths, self.guesses, self._provenance(), self.failures_as_zero, len(self.items),
@@ -210,7 +213,7 @@ class ReportFolder:
         titles, truths = [it.title for it in self.items], [it.price for it in self.items]
         with self._writing(self.out):
             return write_report(self.out, titles, truths, self.guesses, self._provenance(), name,
-                                self.failures_as_zero, self._stated_intervals(), self.log_axes)
+                                self.failures_as_zero, self._stated_intervals(), self.log_axes, self.masses)
 
     @contextlib.contextmanager
     def _writing(self, path: Path) -> Iterator[None]:
@@ -263,24 +266,28 @@ def _price_or_none(text: str, path: Path, i: int) -> float | None:
         raise ReportError(f"{path}: row {i} has {text!r:.20} where a price goes; run without --resume") from None
 
 
-def read_guesses(path: Path, items: Sequence[Any], n: int) -> tuple[list[float | None], list[tuple | None]]:
-    """The guesses and intervals of the first n rows of predictions.csv, checked to be rows of the first n items."""
+def read_guesses(path: Path, items: Sequence[Any],
+                 n: int) -> tuple[list[float | None], list[tuple | None], list[float | None]]:
+    """The guesses, intervals and searched masses of the first n rows of predictions.csv, checked to be rows of
+    the first n items; a file written before rows held their mass (OLD_COLUMNS) gives None for each mass."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(itertools.islice(csv.reader(f), n + 1))
     except (UnicodeDecodeError, csv.Error) as e:
         raise ReportError(f"{path}: not a predictions file evaluate.py wrote ({e}); run without --resume") from None
-    if not rows or tuple(rows[0]) != COLUMNS:
+    if not rows or tuple(rows[0]) not in (COLUMNS, OLD_COLUMNS):
         raise ReportError(f"{path}: its header is not {','.join(COLUMNS)}; run without --resume")
+    width = len(rows[0])
     if len(rows) - 1 < n:
         raise ReportError(f"{path}: holds {len(rows) - 1} rows but report.json counts {n}; run without --resume")
-    guesses, intervals = [], []
+    guesses, intervals, masses = [], [], []
     for i, (row, item) in enumerate(zip(rows[1:], items), 1):
         title = read_text_cell(row[0]) if row else ""
-        if len(row) != len(COLUMNS) or title != item.title or row[1] != f"{item.price:.2f}":
+        if len(row) != width or title != item.title or row[1] != f"{item.price:.2f}":
             raise ReportError(f"{path}: row {i} is {title!r:.60}, but item {i} of this run is "
                               f"{item.title!r:.60}: the data, split or sample changed; run without --resume")
         guesses.append(_price_or_none(row[2], path, i))
         low, high = _price_or_none(row[5], path, i), _price_or_none(row[6], path, i)
         intervals.append(None if low is None else (low, high))
-    return guesses, intervals
+        masses.append(_price_or_none(row[7], path, i) if width > 7 else None)
+    return guesses, intervals, masses

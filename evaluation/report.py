@@ -16,10 +16,14 @@ from typing import Any, Sequence
 
 from evaluation.chart import chart_title, plot_chart
 from evaluation.metrics import Interval, colours_for, compute_metrics, scored_guess
+from evaluation.pricing import mass_cell, uncertain
 from utils.atomic import atomic_write, atomic_write_text
 from utils.csv_cells import read_text_cell, text_cell
 
-COLUMNS = ("title", "truth", "guess", "error", "colour", "low", "high")
+COLUMNS = ("title", "truth", "guess", "error", "colour", "low", "high", "mass", "uncertain")
+# The columns before each row said how much of the model's probability the search reached: such a file still
+# reads (read_predictions), and an evaluation written so resumes (its earlier rows then get empty mass cells).
+OLD_COLUMNS = COLUMNS[:7]
 
 
 class ReportError(ValueError):
@@ -37,20 +41,27 @@ def _money(value: float | None) -> str:
 
 def prediction_rows(titles: Sequence[str], truths: Sequence[float], guesses: Sequence[float | None],
                     failures_as_zero: bool = False, header: bool = False,
-                    intervals: Sequence[Interval | None] | None = None) -> str:
-    """predictions.csv rows as CSV text: title, truth, guess (empty for a failure), error, colour, and the
-    interval's low and high (empty when the predictor states none). A title a spreadsheet would run as a
-    formula is written with a leading ' (utils/csv_cells.py); the numbers are written as numbers."""
+                    intervals: Sequence[Interval | None] | None = None,
+                    masses: Sequence[float | None] | None = None) -> str:
+    """predictions.csv rows as CSV text: title, truth, guess (empty for a failure), error, colour, the
+    interval's low and high (empty when the predictor states none), the share of the model's probability the
+    search reached (`mass`, 4 decimals; report.json's search_mass is its mean) and whether that is too little
+    to trust the price (`uncertain` 1 or 0: predict.py's "uncertain" note, evaluation/pricing.py), both empty
+    for a predictor that states no mass. A title a spreadsheet would run as a formula is written with a
+    leading ' (utils/csv_cells.py); the numbers are written as numbers."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     if header:
         writer.writerow(COLUMNS)
     intervals = intervals if intervals is not None else [None] * len(truths)
-    for title, t, g, colour, iv in zip(titles, truths, guesses, colours_for(truths, guesses, failures_as_zero),
-                                       intervals):
+    masses = masses if masses is not None else [None] * len(truths)
+    for title, t, g, colour, iv, m in zip(titles, truths, guesses, colours_for(truths, guesses, failures_as_zero),
+                                          intervals, masses):
         low, high = iv if iv is not None else (None, None)
+        m = mass_cell(m)
         writer.writerow([text_cell(title), f"{t:.2f}", _money(g), f"{abs(scored_guess(g) - t):.2f}", colour,
-                         _money(low), _money(high)])
+                         _money(low), _money(high), "" if m is None else f"{m:.4f}",
+                         "" if m is None else int(uncertain(m))])
     return buf.getvalue()
 
 
@@ -72,18 +83,19 @@ def build_report(truths: Sequence[float], guesses: Sequence[float | None], prove
 
 def write_report(out_dir: str | os.PathLike, titles: Sequence[str], truths: Sequence[float],
                  guesses: Sequence[float | None], provenance: dict, name: str, failures_as_zero: bool = False,
-                 intervals: Sequence[Interval | None] | None = None, log_axes: bool = True) -> dict:
+                 intervals: Sequence[Interval | None] | None = None, log_axes: bool = True,
+                 masses: Sequence[float | None] | None = None) -> dict:
     """Write report.json, predictions.csv and chart.png into out_dir; return the report (metrics, then provenance).
 
-    `intervals` are the predictor's (low, high) per item, when it states them; `log_axes` False
-    draws the course's linear chart.
+    `intervals` are the predictor's (low, high) per item, when it states them, `masses` the share of the
+    model's probability its search reached per item; `log_axes` False draws the course's linear chart.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     guesses = [cents(g) for g in guesses]
     report = build_report(truths, guesses, provenance, failures_as_zero, intervals=intervals)
     atomic_write_text(out / "predictions.csv", prediction_rows(titles, truths, guesses, failures_as_zero, header=True,
-                                                               intervals=intervals))
+                                                               intervals=intervals, masses=masses))
     write_chart(out, truths, guesses, chart_title(name, report), failures_as_zero, log_axes)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -171,9 +183,10 @@ def read_report(path: Path) -> dict:
 
 
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a predictions.csv (or of the one in a report folder): title, and truth, guess, low and high
-    as floats, None where empty (a failure; no interval, or a file from before intervals). For tools that read
-    evaluations back (evaluation.calibration, bench/); ReportError naming the file when it is not one."""
+    """The rows of a predictions.csv (or of the one in a report folder): title, and truth, guess, low, high and
+    mass as floats, None where empty (a failure; no interval or mass, or a file from before either), and
+    uncertain as True, False or None (no mass stated). For tools that read evaluations back
+    (evaluation.calibration, bench/); ReportError naming the file when it is not one."""
     path = Path(path)
     path = path / "predictions.csv" if path.is_dir() else path
     try:
@@ -192,8 +205,14 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
         except ValueError:
             raise ReportError(f"{path}: row {i} has {row[key]!r:.20} where a price goes") from None
 
-    return [{"title": read_text_cell(r["title"]), **{k: price(r, i, k) for k in ("truth", "guess", "low", "high")}}
-            for i, r in enumerate(rows, 1)]
+    def flag(row: dict, i: int) -> bool | None:
+        cell = row.get("uncertain") or ""
+        if cell not in ("", "0", "1"):
+            raise ReportError(f"{path}: row {i} has {cell!r:.20} where 1 or 0 (uncertain) goes")
+        return None if not cell else cell == "1"
+
+    return [{"title": read_text_cell(r["title"]), **{k: price(r, i, k) for k in ("truth", "guess", "low", "high")},
+             "mass": price(r, i, "mass"), "uncertain": flag(r, i)} for i, r in enumerate(rows, 1)]
 
 
 def _is_count(value: Any) -> bool:

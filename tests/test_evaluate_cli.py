@@ -347,6 +347,34 @@ def test_interrupted_run_keeps_its_rows_and_resume_ends_as_an_uninterrupted_run(
     assert (part / "chart.png").read_bytes().startswith(PNG_SIGNATURE) and "failures 0 of 10" in stdout
 
 
+def test_rows_carry_the_searched_mass_and_an_older_folder_without_it_resumes(expected_args, tmp_path, capsys,
+                                                                             monkeypatch):
+    """Each row of predictions.csv says how much of the model's probability the search reached and whether that
+    is too little (predict.py's "uncertain" rule); report.json's search_mass is their mean. A folder an older
+    pricer wrote (no mass columns) resumes: its rows keep empty mass cells, the new rows get theirs."""
+    from evaluation.pricing import uncertain
+    from predictors import ExpectedPredictor
+
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_main(expected_args + ["--out", whole], capsys)[0] == 0
+    rows = read_predictions(whole)
+    masses = [float(r["mass"]) for r in rows]
+    assert all(0 < m <= 1 for m in masses) and [r["uncertain"] for r in rows] == [str(int(uncertain(m)))
+                                                                                  for m in masses]
+    assert statistics.fmean(masses) == pytest.approx(_report(whole)["search_mass"], abs=1e-4)
+    with monkeypatch.context() as m:
+        _counting(m, ExpectedPredictor, fail_on=3, exc=KeyboardInterrupt())
+        assert run_main(expected_args + ["--out", part], capsys)[0] == 130
+    with (part / "predictions.csv").open(newline="") as f:
+        old = [row[:7] for row in csv.reader(f)]    # as a pricer before the mass columns wrote it
+    with (part / "predictions.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(old)
+    assert run_main(expected_args + ["--out", part, "--resume"], capsys)[0] == 0
+    resumed = read_predictions(part)
+    assert [r["mass"] for r in resumed] == [""] * 6 + [r["mass"] for r in rows[6:]]
+    assert [{k: r[k] for k in list(r)[:7]} for r in resumed] == [{k: r[k] for k in list(r)[:7]} for r in rows]
+
+
 def test_a_crash_keeps_the_finished_batches(expected_args, tmp_path, capsys, monkeypatch):
     from predictors import ExpectedPredictor
 

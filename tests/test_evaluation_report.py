@@ -18,16 +18,16 @@ def test_write_report_files(tmp_path):
     assert report["failures"] == 1 and report["n"] == 5 and report["complete"] is True
     assert json.loads((tmp_path / "report.json").read_text()) == report
     lines = (tmp_path / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "title,truth,guess,error,colour,low,high"
-    assert lines[2] == "b,100.00,,100.00,red,," and lines[1] == "a,10.00,12.00,2.00,green,,"
+    assert lines[0] == "title,truth,guess,error,colour,low,high,mass,uncertain"
+    assert lines[2] == "b,100.00,,100.00,red,,,," and lines[1] == "a,10.00,12.00,2.00,green,,,,"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_a_failure_on_a_cheap_item_is_a_red_row_unless_scored_as_zero(tmp_path):
     write_report(tmp_path / "miss", ["a"], [30.0], [None], {}, "t")
-    assert (tmp_path / "miss" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,red,,"
+    assert (tmp_path / "miss" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,red,,,,"
     report = write_report(tmp_path / "zero", ["a"], [30.0], [None], {}, "t", failures_as_zero=True)
-    assert (tmp_path / "zero" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,green,,"
+    assert (tmp_path / "zero" / "predictions.csv").read_text().splitlines()[1] == "a,30.00,,30.00,green,,,,"
     assert report["score_failures_as_zero"] is True and report["hit_rate"] == 1.0
 
 
@@ -35,7 +35,7 @@ def test_scores_the_guesses_predictions_csv_holds(tmp_path):
     """The report is a function of predictions.csv: guesses are scored to the cent, as written."""
     report = write_report(tmp_path, ["a"], [10.0], [12.344999], {}, "t")
     assert report["avg_error"] == pytest.approx(2.34, abs=1e-12)
-    assert (tmp_path / "predictions.csv").read_text().splitlines()[1] == "a,10.00,12.34,2.34,green,,"
+    assert (tmp_path / "predictions.csv").read_text().splitlines()[1] == "a,10.00,12.34,2.34,green,,,,"
 
 
 def test_summary_reports_failures_on_their_own_line(tmp_path):
@@ -116,7 +116,7 @@ def test_interval_coverage_and_lean_by_hand(tmp_path):
     assert buckets["$300-1000"]["log_ratio"] == pytest.approx(math.log(0.5))
     assert buckets["$300-1000"]["coverage"] == 1.0
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
-    assert rows[1] == "a,5.00,10.00,5.00,green,4.00,12.00" and rows[4].endswith(",,")
+    assert rows[1] == "a,5.00,10.00,5.00,green,4.00,12.00,," and rows[4].endswith(",,,,")
     summary = format_summary(report)
     assert "covered" in summary and "66.7%" in summary and "80% interval (median width $11.00)" in summary
     assert "-0.69" in summary   # the $300-1000 bucket leans to half the truth
@@ -140,13 +140,36 @@ def test_read_predictions_gives_floats_and_none_and_names_a_bad_row(tmp_path):
                                               "Strings,7.99,,7.99,red,,\n")
     rows = read_predictions(tmp_path)
     assert rows == read_predictions(tmp_path / "predictions.csv")          # the folder or the file
-    assert rows == [{"title": "Drill", "truth": 129.0, "guess": 110.5, "low": 60.0, "high": 200.0},
-                    {"title": "Strings", "truth": 7.99, "guess": None, "low": None, "high": None}]
+    assert rows == [{"title": "Drill", "truth": 129.0, "guess": 110.5, "low": 60.0, "high": 200.0, "mass": None,
+                     "uncertain": None},    # a file from before rows held their mass still reads
+                    {"title": "Strings", "truth": 7.99, "guess": None, "low": None, "high": None, "mass": None,
+                     "uncertain": None}]
     (tmp_path / "predictions.csv").write_text("title,truth,guess\nDrill,129.00,lots\n")
     with pytest.raises(ReportError, match="row 1 has 'lots' where a price goes"):
         read_predictions(tmp_path)
     (tmp_path / "predictions.csv").write_text("name,price\nDrill,129.00\n")
     with pytest.raises(ReportError, match="lacks the title, truth and guess columns"):
+        read_predictions(tmp_path)
+
+
+def test_each_row_says_how_much_the_search_reached_and_whether_that_is_uncertain(tmp_path):
+    """predictions.csv's mass (4 places) and uncertain (predict.py's rule: mass below LOW_MASS as written), read
+    back by read_predictions; a row without a mass (a point predictor) leaves both empty."""
+    from evaluation.pricing import LOW_MASS
+    from evaluation.report import read_predictions
+
+    masses = [0.91234, 0.49996, 0.49994, None]    # 0.49996 is written 0.5000: not uncertain, as the row says
+    write_report(tmp_path, list("abcd"), [10.0, 20.0, 30.0, 40.0], [10.0, 20.0, 30.0, 40.0], {}, "t",
+                 masses=masses)
+    lines = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert [line.split(",")[-2:] for line in lines[1:]] == [["0.9123", "0"], ["0.5000", "0"], ["0.4999", "1"],
+                                                            ["", ""]]
+    rows = read_predictions(tmp_path)
+    assert [(r["mass"], r["uncertain"]) for r in rows] == [(0.9123, False), (0.5, False), (0.4999, True),
+                                                          (None, None)]
+    assert LOW_MASS == 0.5
+    (tmp_path / "predictions.csv").write_text(lines[0] + "\na,10.00,10.00,0.00,green,,,0.3,maybe\n")
+    with pytest.raises(ReportError, match="row 1 has 'maybe' where 1 or 0"):
         read_predictions(tmp_path)
 
 
