@@ -5,7 +5,7 @@ adapters' eval-* folders; nothing is trained or priced again.
 
     python -m bench.quality_table              # RMSLE / hit rate, one row per model (bench/RESULTS.md)
     python -m bench.quality_table --long       # one line per report: lean, interval coverage, vs ridge
-    python -m bench.quality_table --buckets    # hit rate / lean per truth price bucket
+    python -m bench.quality_table --buckets    # hit rate / lean / raw interval coverage per truth price bucket
     python -m bench.quality_table --recipes    # the recipe changes tried, chosen on validation
     python -m bench.quality_table --paired     # item by item with 95% intervals (evaluate.py --compare)
     python -m bench.quality_table --blend      # the two adapters' guesses blended (bench.blend)
@@ -112,7 +112,8 @@ def main() -> None:
         mode.add_argument(flag, action="store_true", help=what)
     ap.add_argument("--recipes", action="store_true", help="the recipe changes tried instead of the main rows")
     ap.add_argument("--long", action="store_true", help="one line per report: lean, interval coverage, vs ridge")
-    ap.add_argument("--buckets", action="store_true", help="hit rate / lean (n) per truth price bucket")
+    ap.add_argument("--buckets", action="store_true",
+                    help="hit rate / lean / interval coverage as evaluated (n) per truth price bucket")
     args = ap.parse_args()
     if args.paired:
         return paired()

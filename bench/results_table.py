@@ -1,7 +1,7 @@
 """The results table from evaluate.py (and bench.ridge) report folders: one row per model and stack,
 one column per split, each cell RMSLE / hit rate; or, with --long, one line per report with the lean
 above $300, the interval coverage and the comparison with the baseline on the same split; or, with
---buckets, one line per report with the hit rate and lean of each truth price bucket.
+--buckets, one line per report with the hit rate, lean and interval coverage of each truth price bucket.
 
     python -m bench.results_table "SmolLM2 base=runs/eval/base-pool" "SmolLM2 base=runs/eval/base-balanced" \
         --baseline runs/baselines/ridge-pool runs/baselines/ridge-balanced [--long]
@@ -102,15 +102,27 @@ def long_table(rows: list[tuple[str, dict]], baselines: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def bucket_cell(b: dict) -> str:
+    """'77% / -0.85 / 50% (82)': hit rate / lean / interval coverage (when the predictor states intervals) (n)."""
+    if not b.get("n") or b.get("log_ratio") is None:
+        return "-"
+    covered = f" / {100 * b['coverage']:.0f}%" if b.get("coverage") is not None else ""
+    return f"{100 * b['hit_rate']:.0f}% / {b['log_ratio']:+.2f}{covered} ({b['n']})"
+
+
 def bucket_table(rows: list[tuple[str, dict]], baselines: dict[str, dict]) -> str:
-    """Hit rate and lean per price bucket of every report: where each model wins and loses its hits."""
+    """Hit rate, lean and interval coverage per price bucket of every report: where each model wins and loses its
+    hits, and how often its interval holds the truth there."""
     names = [name for name, *_ in BUCKETS]
     lines = ["| model | split | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
-    for label, r in rows + [("TF-IDF + ridge", b) for b in baselines.values()]:
+    reports = rows + [("TF-IDF + ridge", b) for b in baselines.values()]
+    for label, r in reports:
         by = {b["bucket"]: b for b in r.get("by_bucket", [])}
-        cells = [f"{100 * by[n]['hit_rate']:.0f}% / {by[n]['log_ratio']:+.2f} ({by[n]['n']})"
-                 if by.get(n, {}).get("n") and by[n].get("log_ratio") is not None else "-" for n in names]
-        lines.append(f"| {label} | {split_label(r)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {split_label(r)} | " + " | ".join(bucket_cell(by.get(n, {})) for n in names) + " |")
+    lines.append("\nhit rate / lean (mean ln(guess / truth)) / interval coverage (n)"
+                 + ("; coverage of the interval as evaluated, raw when its report's interval_margin is 0 or absent "
+                    "(python -m bench.interval_transfer: calibrated)" if any(
+                        b.get("coverage") is not None for _, r in reports for b in r.get("by_bucket", [])) else ""))
     return "\n".join(lines)
 
 
@@ -120,7 +132,8 @@ def main() -> None:
     ap.add_argument("--baseline", nargs="*", default=[],
                     help="report folders of the baseline (bench.ridge), one per split")
     ap.add_argument("--long", action="store_true", help="one line per report, with lean, coverage and the baseline")
-    ap.add_argument("--buckets", action="store_true", help="one line per report: hit rate / lean (n) per price bucket")
+    ap.add_argument("--buckets", action="store_true",
+                    help="one line per report: hit rate / lean / interval coverage (n) per price bucket")
     args = ap.parse_args()
     rows = parse_entries(args.reports)
     baselines = {split_label(r): r for _, r in parse_entries(args.baseline)}

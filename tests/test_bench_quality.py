@@ -118,6 +118,20 @@ def test_bucket_table_prints_hits_and_lean_per_bucket(tmp_path):
     assert lines[2] == (f"| M | pool | 100% / +0.00 (1) | 100% / {math.log(2):+.2f} (1) | - | - | "
                         f"0% / {math.log(0.25):+.2f} (1) | - |")
 
+    assert lines[-1] == "hit rate / lean (mean ln(guess / truth)) / interval coverage (n)"   # no interval stated
+
+
+def test_bucket_table_adds_the_interval_coverage_when_the_report_has_intervals(tmp_path):
+    # $5 in (4, 6); $30 not in (40, 80); $400 in (90, 500)
+    from evaluation.report import write_report
+    folder = tmp_path / "m"
+    write_report(folder, ["a", "b", "c"], [5.0, 30.0, 400.0], [5.0, 60.0, 100.0], {"name": "m", "split": "test"}, "m",
+                 intervals=[(4.0, 6.0), (40.0, 80.0), (90.0, 500.0)])
+    lines = table.bucket_table(table.parse_entries([f"M={folder}"]), {}).splitlines()
+    assert lines[2] == (f"| M | pool | 100% / +0.00 / 100% (1) | 100% / {math.log(2):+.2f} / 0% (1) | - | - | "
+                        f"0% / {math.log(0.25):+.2f} / 100% (1) | - |")
+    assert "coverage of the interval as evaluated, raw when" in lines[-1]
+
 
 def test_old_report_gets_its_lean_per_bucket_from_predictions(tmp_path):
     folder = write_predictions(tmp_path / "old", [("a", 400.0, 100.0), ("b", 5.0, 5.0)])

@@ -9,7 +9,7 @@ import re
 import pytest
 
 import predict
-from evaluation.calibration import coverage_of, fit_margin, main, scores
+from evaluation.calibration import coverage_of, fit_margin, fit_worst_case, main, scores
 from lora import LoRAConfig, inject_lora, save_adapter
 from predictors.interval_margin import FILE, CalibrationError, load_margin
 
@@ -63,6 +63,69 @@ def test_cli_fits_writes_and_refuses_widened_intervals(tmp_path, capsys):
     assert main(["--adapter", str(adapter), "--check", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "no item with a stated interval" in err and "Traceback" not in err
+
+
+def rows_scoring(scores_wanted, truth=100.0):
+    """(truth, low, high) rows whose conformity scores are `scores_wanted`: above the truth for a positive score,
+    around it for a negative one."""
+    return [(truth, truth * math.exp(s), truth * math.exp(s) * 2) if s > 0 else
+            (truth, truth * math.exp(s), truth * math.exp(-s)) for s in scores_wanted]
+
+
+# Source A's truths sit far below its intervals, B's mostly inside: no margin suits both.
+SOURCE_A = [0.1, 0.2, 0.3, 0.4, 0.5]
+SOURCE_B = [-0.5, -0.4, -0.3, -0.2, 0.35]
+
+
+def test_worst_case_margin_by_hand():
+    """Coverage at q: A's and B's share of scores <= q. q 0.2: A 2/5 (0.4 off 80%); 0.3: A 3/5, B 4/5 (worst 0.2);
+    0.35, 0.4 and 0.5 are no better (B 5/5 is 0.2 over): the smallest of the best, 0.3, wins. Each source's own
+    fit (rank ceil(6 * 0.8) = 5) is its largest score: 0.5 for A covers all of B, 0.35 for B 3/5 of A."""
+    groups = [tuple(zip(*[(t, (lo, hi)) for t, lo, hi in rows_scoring(s)])) for s in (SOURCE_A, SOURCE_B)]
+    margin, worst = fit_worst_case(groups, 0.8)
+    assert margin == pytest.approx(0.3, abs=1e-8) and worst == pytest.approx(0.2)
+    assert [coverage_of(t, iv, margin) for t, iv in groups] == [0.6, 0.8]
+    assert [fit_margin(t, iv) for t, iv in groups] == pytest.approx([0.5, 0.35])
+    assert coverage_of(*groups[1], fit_margin(*groups[0])) == 1.0
+    assert coverage_of(*groups[0], fit_margin(*groups[1])) == 0.6
+    # One group: the margin that puts it nearest 80%, here exactly on it (the split-conformal margin's coverage)
+    assert fit_worst_case(groups[1:], 0.8)[1] == pytest.approx(0.0)
+    with pytest.raises(CalibrationError, match="at least one held-out group"):
+        fit_worst_case([], 0.8)
+
+
+def test_cli_fits_leave_one_source_out_and_records_each_source(tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    write_eval(adapter / "eval-val", [(10.0 * (i + 1), 10.0 * (i + 1) * 1.5, 10.0 * (i + 1) * 3) for i in range(10)],
+               base="smol")
+    a = write_eval(tmp_path / "held-out-a", rows_scoring(SOURCE_A), holdout_source="a", split="test")
+    b = write_eval(tmp_path / "held-out-b", rows_scoring(SOURCE_B), holdout_source="b", split="test")
+    assert main(["--adapter", str(adapter), "--held-out", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "margin +0.300 (x1.35 outward), leave-one-source-out: the worst of 2 held-out sources is 20.0 points " \
+           "from 80%" in out
+    assert f"held-out a ({a}): 5 items, coverage 0.0% -> 60.0%" in out
+    assert f"held-out b ({b}): 5 items, coverage 80.0% -> 80.0%" in out
+    assert "val (" in out and "10 items: coverage 0.0% -> 0.0% (its own fit: margin +0.405)" in out
+    saved = json.loads((adapter / FILE).read_text())
+    assert saved["margin"] == pytest.approx(0.3, abs=1e-8) and load_margin(adapter) == saved["margin"]
+    assert saved["method"].startswith("leave-one-source-out") and saved["worst_distance"] == pytest.approx(0.2)
+    assert [(h["source"], h["n"], h["coverage"]) for h in saved["held_out"]] == [("a", 5, 0.6), ("b", 5, 0.8)]
+    assert (saved["n"], saved["split"], saved["calibrated_coverage"]) == (10, "val", 0.0)
+    assert saved["validation_margin"] == pytest.approx(math.log(1.5))
+    # Without --held-out the old fit, on validation alone, and no held-out fields
+    assert main(["--adapter", str(adapter)]) == 0
+    capsys.readouterr()
+    assert "held_out" not in json.loads((adapter / FILE).read_text())
+    # A folder that is no held-out evaluation, or whose intervals were widened, is refused in one line
+    for bad, message in ((write_eval(tmp_path / "pool", rows_scoring(SOURCE_B), split="test"), "names no held-out"),
+                         (write_eval(tmp_path / "wide", rows_scoring(SOURCE_B), holdout_source="b",
+                                     interval_margin=0.3), "already widened"),
+                         (write_eval(tmp_path / "other", rows_scoring(SOURCE_B), holdout_source="b", base="gemma",
+                                     split="test"), "evaluates a gemma adapter")):
+        assert main(["--adapter", str(adapter), "--held-out", str(a), str(bad)]) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
