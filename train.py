@@ -31,7 +31,7 @@ import torch
 from accelerate.utils import set_seed
 
 from data import CompletionCollator, DataError
-from lora import AdapterError, LoRALinear, check_trainable, inject_lora, load_adapter, lora_parameters
+from lora import AdapterError, LoRALinear, check_trainable, inject_lora, load_adapter, lora_layers, lora_parameters
 from lora.inject import parameter_counts
 from quant import (ModelError, check_projections, format_memory_report, load_base_model, memory_report,
                    prepare_for_kbit_training)
@@ -39,18 +39,28 @@ from training import (AdapterSaver, BestKeeper, CheckpointError, CompletionLossM
                       CudaGraphLoss, RunLog, StepBatches, StopFlag, TrainingDiverged, TrainingInterrupted, Validator,
                       accumulate_gradients, build_optimizer, build_scheduler, claim_output_dir, clip_gradients,
                       compile_decoder_layers, completion_loss_sum, config_yaml, examples_of, load_splits,
-                      lora_config_of, make_accelerator, parse_args, pick_checkpoint, reschedule, resolve, restore,
-                      save_checkpoint, wrap_for_processes, write_run_files)
+                      load_adapter_values, lora_config_of, make_accelerator, parse_args, pick_checkpoint, reschedule,
+                      resolve, restore, save_checkpoint, shard_while_loading, wrap_for_processes, write_run_files)
 from training.loss import LossFn
 from utils.folder_lock import FolderError, hold_folder
 
 
 def add_adapter(model: torch.nn.Module, cfg: Config, checkpoint: Path | None, layer_class: type[LoRALinear]) -> None:
-    """A fresh adapter as cfg.lora says, or the checkpoint's (refused when its LoRA settings differ)."""
+    """A fresh adapter as cfg.lora says, or the checkpoint's (refused when its LoRA settings differ).
+
+    Under fsdp the load already put a fresh one, frozen with the rest, in every decoder layer before
+    sharding it (training.parallel.ShardWhileLoading): a checkpoint's weights go into its slices,
+    and it becomes trainable.
+    """
     lora_config = lora_config_of(cfg)
-    if checkpoint is None:
+    if lora_layers(model):
+        saved = load_adapter_values(model, checkpoint / "adapter") if checkpoint else lora_config
+        for p in lora_parameters(model):
+            p.requires_grad_(True)
+    elif checkpoint is None:
         check_projections(model, lora_config.target_modules)  # names the model's Linear layers if none match
         inject_lora(model, lora_config, layer_class)
+        saved = lora_config
     else:
         saved = load_adapter(model, checkpoint / "adapter", layer_class)
         keys = ("r", "alpha", "dropout", "use_rslora", "use_dora")
@@ -98,24 +108,24 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False, lo
     t = cfg.train
     write_run_files(out, cfg, accelerator, changes)
 
-    # --- base model (frozen, maybe 4-bit) and tokenizer, on this process's device.
+    # --- base model (frozen; 4-bit ones quantized tensor by tensor, never whole in 16 bits) and tokenizer, on this
+    # process's device. fsdp: each process builds only its slices, every decoder layer sharded with its LoRA.
     set_seed(t.seed)
     model, tokenizer = load_base_model(
         cfg.model.name, bits=cfg.model.bits, quant_type=cfg.model.quant_type, double_quant=cfg.model.double_quant,
         compute_dtype=cfg.model.compute_dtype, device=accelerator.device, quant_storage=cfg.model.quant_storage,
-        verbose=False, layerwise=cfg.model.bits == 4)  # 4-bit: quantized tensor by tensor, never whole in 16 bits
+        verbose=False, layerwise=cfg.model.bits == 4, on_unit=shard_while_loading(cfg, accelerator, layer_class))
     model = prepare_for_kbit_training(model, gradient_checkpointing=t.gradient_checkpointing,
                                       upcast_norms=t.distributed != "fsdp")
 
     # --- examples and their order; with CUDA graphs every batch is padded to one shape.
-    collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length,
-                                 pad_to_multiple_of=cfg.data.max_length if t.cuda_graphs else
-                                 cfg.data.pad_to_multiple_of)
+    collate = CompletionCollator(tokenizer, max_length=cfg.data.max_length, pad_to_multiple_of=cfg.data.max_length
+                                 if t.cuda_graphs else cfg.data.pad_to_multiple_of)
     batches = StepBatches(examples_of(train_items, tokenizer, cfg.data), collate, t, rank, world)
     val_examples = examples_of(splits.val, tokenizer, cfg.data) if t.eval_every else []
     total_steps = batches.total_steps()
 
-    # --- LoRA, then speed: compiled layers; then wrapping: how processes share a step, CUDA graphs.
+    # --- LoRA (fsdp: trains what the load put in), speed: compiled layers; wrapping: how processes share a step.
     add_adapter(model, cfg, checkpoint, layer_class)
     if t.compile:
         say(f"compile: {compile_decoder_layers(model)} decoder layers (torch.compile; the first step compiles)")

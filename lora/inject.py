@@ -29,11 +29,16 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters, counting a bitsandbytes 4-bit weight as peft does (numel * 2 * bytes)."""
+    """(trainable, total) parameters, counting a bitsandbytes 4-bit weight as peft does (numel * 2 * bytes).
+
+    A 4-bit weight is known by its module (Linear4bit), so that one FSDP2 has sharded (a DTensor, no
+    longer a Params4bit; numel the whole tensor's) counts the same.
+    """
+    packed = {id(m.weight) for m in model.modules() if type(m).__name__ == "Linear4bit"}
     trainable = total = 0
     for p in model.parameters():
         n = p.numel()
-        if type(p).__name__ == "Params4bit":
+        if type(p).__name__ == "Params4bit" or id(p) in packed:
             # Two 4-bit values are packed per byte of storage, so numel undercounts the weights.
             n *= 2 * p.element_size()
         total += n
@@ -42,28 +47,36 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 
 def inject_lora(model: nn.Module, config: LoRAConfig | None = None,
-                layer_class: type[LoRALinear] = LoRALinear) -> list[str]:
+                layer_class: type[LoRALinear] = LoRALinear, within: nn.Module | None = None) -> list[str]:
     """Wrap the linear layers config.target_modules names in `layer_class`, freeze all else; return the names.
 
     `layer_class` is the seam for trying a LoRALinear variant (a subclass) without editing layer.py.
+    `within` (a submodule of `model`) limits it to that submodule: names still match as in the whole
+    model, a submodule with nothing to wrap is left as it is, and only its parameters are frozen.
+    Layer by layer in module order, the layers draw the same initial weights as one whole-model call:
+    FSDP's loading injects each decoder layer's LoRA before it shards the layer.
     """
     config = config or LoRAConfig()
-    if lora_layers(model):
+    scope = model if within is None else within
+    if lora_layers(scope):
         raise ValueError("model already has LoRA layers: call unload_lora or merge_lora before injecting again")
     head = output_head_name(model)
+    inside = {id(m) for m in scope.modules()}
     names = []
     for name, module in model.named_modules():
-        if not name or not matches_target(name, config.target_modules, head):
+        if not name or id(module) not in inside or not matches_target(name, config.target_modules, head):
             continue
         if isinstance(module, nn.Linear):
             names.append(name)
         elif not isinstance(config.target_modules, str):
             raise ValueError(f"target_modules matches {name}, a {type(module).__name__}; LoRA wraps linear layers only")
+    if not names and within is not None:
+        return names
     if not names:
         example = next((n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != head), "none")
         raise ValueError(f"target_modules {config.target_modules!r} matched no linear layer (a regex must match "
                          f"whole names like {example!r}; a list matches name suffixes like 'q_proj')")
-    for p in model.parameters():
+    for p in scope.parameters():
         p.requires_grad_(False)
     for name in names:
         base = model.get_submodule(name)
@@ -73,6 +86,8 @@ def inject_lora(model: nn.Module, config: LoRAConfig | None = None,
     if config.base_model_name_or_path is None:
         config = dataclasses.replace(config, base_model_name_or_path=getattr(model, "name_or_path", None) or None)
     model.lora_config = config
+    if within is not None:
+        return names
     trainable, total = parameter_counts(model)
     log.info("LoRA on %d layers: trainable params: %s || all params: %s || trainable%%: %.4f",
              len(names), f"{trainable:,d}", f"{total:,d}", 100 * trainable / total)

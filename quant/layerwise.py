@@ -14,6 +14,13 @@ tensor from its own generator, so a weight does not depend on the order it is bu
 benchmarks' builder). The quantization step is transformers' own, `Params4bit(value,
 **meta_weight.__dict__).to(device)`, so a checkpoint built here has bitwise the weights that
 `from_pretrained(quantization_config=BitsAndBytesConfig(load_in_4bit=True, ...))` gives it.
+
+`on_unit` (an `OnUnit`) lets a caller act on parts of the model as they become real: the
+modules `on_unit.units(model)` names (asked on the meta skeleton) are built first, one at a time,
+each handed to `on_unit(model, unit)` as soon as its own parameters are quantized and before the
+next is read. FSDP2 shards each unit there (the embeddings, the head, each decoder layer with its
+LoRA: training.parallel.ShardWhileLoading), so that a process holds its slices of the units built
+so far plus one whole unit, never the model.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -108,13 +116,25 @@ def swap_in_4bit_linears(model: nn.Module, quant: Quant4bit) -> int:
     return swapped
 
 
-def materialize(model: nn.Module, source, device: torch.device, quant: Quant4bit) -> None:
-    """Give every meta parameter its value from `source` on `device`, quantizing 4-bit weights one at a time."""
+class OnUnit(Protocol):
+    """Whom build_4bit hands each unit to as soon as its parameters are real (see the module doc)."""
+
+    def units(self, model: nn.Module) -> list[nn.Module]:
+        """The submodules to build one at a time and hand over, asked once on the meta skeleton."""
+
+    def __call__(self, model: nn.Module, unit: nn.Module) -> None:
+        """Act on `unit`, whose parameters are now real (the rest of `model` may still be on the meta device)."""
+
+
+def _materialize_parameters(model: nn.Module, names: list[str], source, device: torch.device,
+                            quant: Quant4bit) -> None:
+    """Give the meta parameters `names` their values from `source` on `device`, quantizing 4-bit weights."""
     import bitsandbytes as bnb
 
-    for name, param in list(model.named_parameters()):
+    for name in names:
         owner_name, _, attr = name.rpartition(".")
         owner = model.get_submodule(owner_name)
+        param = getattr(owner, attr)
         value = source(name, param.shape, device).to(quant.compute_dtype)
         if isinstance(owner, bnb.nn.Linear4bit) and attr == "weight":
             new = bnb.nn.Params4bit(value, requires_grad=False, **param.__dict__).to(device)
@@ -122,34 +142,51 @@ def materialize(model: nn.Module, source, device: torch.device, quant: Quant4bit
             new = nn.Parameter(value, requires_grad=False)
         setattr(owner, attr, new)
         del value, new
-    for module in model.modules():
+
+
+def materialize(model: nn.Module, source, device: torch.device, quant: Quant4bit,
+                on_unit: OnUnit | None = None) -> None:
+    """Give every meta parameter its value from `source` on `device`, quantizing 4-bit weights one at a time;
+    with `on_unit`, its units first, each handed over once built (see the module doc)."""
+    for module in model.modules():  # buffers (rotary tables) are real and small: on the device before any unit
         skip = non_persistent_buffers(module)
         for name, buffer in list(module.named_buffers(recurse=False)):
             module.register_buffer(name, buffer.to(device), persistent=name not in skip)
+    names = [name for name, _ in model.named_parameters()]
+    units = on_unit.units(model) if on_unit is not None else []
+    built: set[str] = set()
+    for unit in units:
+        prefix = next(n for n, m in model.named_modules() if m is unit) + "."
+        own = [n for n in names if n.startswith(prefix)]
+        _materialize_parameters(model, own, source, device, quant)
+        built.update(own)
+        on_unit(model, unit)
+    _materialize_parameters(model, [n for n in names if n not in built], source, device, quant)
     model.tie_weights()
 
 
 def build_4bit(config, source, device: torch.device | str, quant: Quant4bit = Quant4bit(),
-               trust_remote_code: bool = False) -> nn.Module:
-    """The causal LM of `config` quantized to 4 bits on `device`, weights from `source`, built tensor by tensor."""
+               trust_remote_code: bool = False, on_unit: OnUnit | None = None) -> nn.Module:
+    """The causal LM of `config` quantized to 4 bits on `device`, weights from `source`, built tensor by tensor
+    (every parameter it creates frozen); `on_unit` is handed each unit as it is built (see the module doc)."""
     device = torch.device(device)
     model = empty_model(config, trust_remote_code)
     swap_in_4bit_linears(model, quant)
-    materialize(model, source, device, quant)
+    model.requires_grad_(False)
+    materialize(model, source, device, quant, on_unit)
     model.config.quantization_config = quant.bnb_config()
     model.config.dtype = quant.compute_dtype
     model.is_loaded_in_4bit = True
-    model.requires_grad_(False)
     return model.eval()
 
 
 def load_4bit_layerwise(path: str | os.PathLike, device: torch.device | str, quant: Quant4bit = Quant4bit(),
-                        trust_remote_code: bool = False) -> nn.Module:
+                        trust_remote_code: bool = False, on_unit: OnUnit | None = None) -> nn.Module:
     """A checkpoint folder's model in 4 bits on `device`, read and quantized tensor by tensor (see the module doc)."""
     from transformers import AutoConfig, GenerationConfig
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = build_4bit(config, CheckpointSource(path), device, quant, trust_remote_code)
+    model = build_4bit(config, CheckpointSource(path), device, quant, trust_remote_code, on_unit)
     model.config.name_or_path = str(path)
     if (Path(path) / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(path)

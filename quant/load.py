@@ -30,6 +30,8 @@ from quant.resolve import is_local, resolve_model
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from quant.layerwise import OnUnit
+
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
           "float32": torch.float32, "fp32": torch.float32, "uint8": torch.uint8}
 
@@ -77,7 +79,8 @@ def check_bitsandbytes(bits: int, device: torch.device, compute_dtype: torch.dty
 def load_base_model(name_or_path: str, bits: int = 4, quant_type: str = "nf4", double_quant: bool = True,
                     compute_dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str | None = None,
                     quant_storage: torch.dtype | str | None = None, trust_remote_code: bool = False,
-                    verbose: bool = True, layerwise: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+                    verbose: bool = True, layerwise: bool = False,
+                    on_unit: OnUnit | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer): the model frozen, in eval mode, quantized to `bits` on one device.
 
     `quant_storage` sets bnb_4bit_quant_storage: leave None (uint8) for DDP; set it to the
@@ -85,8 +88,11 @@ def load_base_model(name_or_path: str, bits: int = 4, quant_type: str = "nf4", d
     `layerwise` (4-bit only) reads and quantizes the checkpoint tensor by tensor
     (quant/layerwise.py): bitwise the same model, without ever holding it in 16 bits; a local folder
     without safetensors weights loads through from_pretrained as before.
+    `on_unit` (quant.layerwise.OnUnit) is handed each of its units once the unit is real: while the
+    model is built layer by layer, or, loaded whole (from_pretrained), one after the other after the
+    load; either way before this returns. FSDP2 shards there (training.parallel.ShardWhileLoading).
     """
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     if bits not in (4, 8, 16):
         raise ModelError(f"bits must be 4, 8 or 16, not {bits!r}")
@@ -112,12 +118,8 @@ def load_base_model(name_or_path: str, bits: int = 4, quant_type: str = "nf4", d
     layerwise = layerwise and (not is_local(path) or any(Path(path).glob("model*.safetensors*")))
     with PeakMemory(device) as peak:
         try:
-            if layerwise:
-                model = _load_layerwise(path, quantization_config, device, trust_remote_code)
-            else:
-                model = AutoModelForCausalLM.from_pretrained(
-                    path, dtype=compute_dtype, quantization_config=quantization_config,
-                    device_map={"": str(device)}, trust_remote_code=trust_remote_code)
+            load = _load_layerwise if layerwise else _load_whole
+            model = load(path, compute_dtype, quantization_config, device, trust_remote_code, on_unit)
         except OSError as e:
             raise ModelError(_fetch_error(path, e)) from e
     for cfg in (model.config, model.generation_config):
@@ -132,7 +134,22 @@ def load_base_model(name_or_path: str, bits: int = 4, quant_type: str = "nf4", d
     return model, tokenizer
 
 
-def _load_layerwise(path: str, config, device: torch.device, trust_remote_code: bool) -> PreTrainedModel:
+def _load_whole(path: str, dtype: torch.dtype, config, device: torch.device, trust_remote_code: bool,
+                on_unit: OnUnit | None) -> PreTrainedModel:
+    """transformers' from_pretrained onto `device`; then, frozen, each of on_unit's units handed over in turn."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=config,
+                                                 device_map={"": str(device)}, trust_remote_code=trust_remote_code)
+    if on_unit is not None:
+        model.requires_grad_(False)
+        for unit in on_unit.units(model):
+            on_unit(model, unit)
+    return model
+
+
+def _load_layerwise(path: str, dtype: torch.dtype, config, device: torch.device, trust_remote_code: bool,
+                    on_unit: OnUnit | None) -> PreTrainedModel:
     """quant.layerwise's tensor-by-tensor 4-bit load of a folder or hub id (fetched first: json and safetensors)."""
     from quant.layerwise import Quant4bit, load_4bit_layerwise
 
@@ -142,7 +159,7 @@ def _load_layerwise(path: str, config, device: torch.device, trust_remote_code: 
         path = snapshot_download(path, allow_patterns=["*.json", "*.safetensors"])
     quant = Quant4bit(config.bnb_4bit_quant_type, config.bnb_4bit_use_double_quant, config.bnb_4bit_compute_dtype,
                       config.bnb_4bit_quant_storage)
-    return load_4bit_layerwise(path, device, quant, trust_remote_code)
+    return load_4bit_layerwise(path, device, quant, trust_remote_code, on_unit)
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -175,3 +175,22 @@ def test_config_validation_and_scaling(tiny_llama):
     for bad in ({"r": 0}, {"alpha": 0}, {"dropout": 1.0}, {"init": "pissa"}, {"target_modules": ()}):
         with pytest.raises(ValueError):
             LoRAConfig(**bad)
+
+
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], r"model\.layers\.1\.mlp\.(up|down)_proj"])
+def test_layer_by_layer_injection_draws_the_whole_models_weights(tiny_llama_dir, targets):
+    """inject_lora(within=layer) for each decoder layer in order, as FSDP's loading does before sharding each: the
+    layers the whole-model call wraps (a regex still matching whole names), with its initial weights under one
+    seed; a layer with nothing to wrap is left alone, and only the layer's own parameters are touched."""
+    config = LoRAConfig(r=4, alpha=8, target_modules=targets)
+    whole, by_layer = load(tiny_llama_dir), load(tiny_llama_dir)
+    torch.manual_seed(0)
+    expected = inject_lora(whole, config)
+    torch.manual_seed(0)
+    by_layer.lm_head.weight.requires_grad_(True)
+    names = [n for layer in by_layer.model.layers for n in inject_lora(by_layer, config, within=layer)]
+    assert names == expected and lora_layers(by_layer).keys() == lora_layers(whole).keys()
+    for (name, p), q in zip(whole.named_parameters(), by_layer.parameters()):
+        if "lora_" in name:
+            assert torch.equal(p, q), name
+    assert by_layer.lm_head.weight.requires_grad

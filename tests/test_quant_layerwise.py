@@ -170,3 +170,34 @@ def test_a_folder_without_safetensors_loads_as_before(tiny_llama_dir, tmp_path, 
     ids = torch.tensor([[1, 5, 9, 13]])
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=0)
     assert "layer by layer" not in capsys.readouterr().err
+
+
+class _Recorder:
+    """An on_unit over the decoder layers recording, at each hand-over, whether the unit is real and how many of
+    the model's parameters are still on the meta device."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bool, int]] = []
+
+    def units(self, model):
+        return list(model.model.layers)
+
+    def __call__(self, model, unit) -> None:
+        self.seen.append((not any(p.is_meta for p in unit.parameters()), sum(p.is_meta for p in model.parameters())))
+
+
+@pytest.mark.parametrize("bits, layerwise", [(4, True), (16, False)])
+def test_each_unit_is_handed_over_once_built(tiny_llama_dir, bits, layerwise):
+    """on_unit: built layer by layer, each layer is handed over real while the units after it (and the rest) are
+    still meta; loaded whole (16-bit), each after the load. Either way the model is the one loaded without it."""
+    recorder = _Recorder()
+    model, _ = load_base_model(str(tiny_llama_dir), bits=bits, device="cpu", verbose=False, layerwise=layerwise,
+                               on_unit=recorder)
+    reference, _ = load_base_model(str(tiny_llama_dir), bits=bits, device="cpu", verbose=False, layerwise=layerwise)
+    layer_params = len(list(model.model.layers[1].parameters()))
+    rest = sum(1 for n, _ in model.named_parameters() if ".layers." not in n)
+    assert recorder.seen == ([(True, layer_params + rest), (True, rest)] if layerwise else [(True, 0), (True, 0)])
+    if layerwise:
+        assert_bitwise_same(model, reference)
+    else:
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters()))

@@ -9,7 +9,8 @@ from training.config import Config, DataConfig, LogConfig, LoRASection, ModelCon
 from training.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from training.loss import CompletionLossModel, StaticCompletionLoss, accumulate_gradients, completion_loss_sum
 from training.optim import build_optimizer, build_scheduler, lr_lambda, reschedule, warmup_steps
-from training.parallel import Wrapped, clip_gradients, make_accelerator, wrap_for_processes
+from training.parallel import Wrapped, clip_gradients, load_adapter_values, make_accelerator, shard_while_loading, \
+    wrap_for_processes
 from training.parse import load_config, parse_args
 from training.resolve import resolve
 from training.rundir import claim_output_dir, truncate_metrics, write_run_files
@@ -21,8 +22,9 @@ __all__ = [
     "accumulate_gradients", "AdapterSaver", "BestKeeper", "build_optimizer", "build_scheduler", "CheckpointError",
     "claim_output_dir", "clip_gradients", "compile_decoder_layers", "completion_loss_sum", "CompletionLossModel",
     "Config", "config_yaml", "ConfigError", "CudaGraphLoss", "DataConfig", "examples_of", "load_config",
-    "load_splits", "LogConfig", "lora_config_of", "LoRASection", "lr_lambda", "make_accelerator", "ModelConfig",
-    "parse_args", "peak_memory_mb", "pick_checkpoint", "reschedule", "resolve", "restore", "RunLog", "save_checkpoint",
-    "StaticCompletionLoss", "StepBatches", "StopFlag", "TrainConfig", "TrainingDiverged", "TrainingInterrupted",
-    "truncate_metrics", "Validator", "verify", "warmup_steps", "wrap_for_processes", "Wrapped", "write_run_files",
+    "load_adapter_values", "load_splits", "LogConfig", "lora_config_of", "LoRASection", "lr_lambda",
+    "make_accelerator", "ModelConfig", "parse_args", "peak_memory_mb", "pick_checkpoint", "reschedule", "resolve",
+    "restore", "RunLog", "save_checkpoint", "shard_while_loading", "StaticCompletionLoss", "StepBatches", "StopFlag",
+    "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "truncate_metrics", "Validator", "verify",
+    "warmup_steps", "wrap_for_processes", "Wrapped", "write_run_files",
 ]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data import IGNORE_INDEX
-from training.parallel import all_reduce_gradients
+from training.parallel import all_reduce_gradients, no_gradient_sync
 from utils.compat import attention_implementation, ddp_ignore
 
 Batch = dict[str, torch.Tensor]
@@ -138,8 +138,8 @@ def accumulate_gradients(accelerator, model: Callable, micro_batches: list[Batch
     n_tok = accelerator.reduce(local.to(accelerator.device), reduction="sum").float()
     loss_sum = torch.zeros((), device=accelerator.device)
     for i, batch in enumerate(micro_batches):
-        # Gradients are all-reduced once, on the step's last micro-batch.
-        sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
+        # Gradients are all-reduced (FSDP: reduce-scattered) once, on the step's last micro-batch.
+        sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else no_gradient_sync(accelerator, model)
         with sync, accelerator.autocast():
             part, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
             accelerator.backward(part / n_tok * accelerator.num_processes)

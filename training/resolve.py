@@ -20,6 +20,9 @@ def _distributed(cfg: Config, world: int, device_type: str) -> tuple[Config, lis
         notes.append("note: DDP's gradient hooks cannot run inside CUDA graphs; using train.distributed allreduce "
                      "(one all-reduce of the LoRA gradients after each step's backward)")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, distributed="allreduce"))
+    if t.distributed == "fsdp" and world > 1 and t.optimizer != "adamw":
+        raise ConfigError(f"train.optimizer {t.optimizer} cannot step FSDP2's sharded parameters (bitsandbytes' "
+                          "optimizers take plain tensors, not DTensors); with train.distributed fsdp use adamw")
     m = cfg.model
     if cfg.train.distributed == "fsdp" and m.bits == 4 and m.quant_storage in (None, "uint8"):
         notes.append(f"note: fsdp stores the 4-bit weights as {m.compute_dtype} (model.quant_storage): FSDP2 "
@@ -74,7 +77,8 @@ def resolve(cfg: Config, world: int, device_type: str, state: dict[str, Any] | N
 
     - CUDA graphs need a GPU; with several processes they need train.distributed allreduce
       (DDP's hooks cannot be captured), which replaces ddp.
-    - FSDP2 shards floating-point tensors only: 4-bit weights are stored in the compute dtype.
+    - FSDP2 shards floating-point tensors only: 4-bit weights are stored in the compute dtype;
+      bitsandbytes' optimizers cannot step its sharded parameters: refused, adamw named.
     - A resumed run keeps the checkpoint's global batch (the data position depends on it),
       restating grad_accum for this number of processes; FSDP's per-process optimizer
       slices need the same processes and mode.
