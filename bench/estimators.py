@@ -1,7 +1,7 @@
 """Which point estimate and digit-search width serve the expected predictor best.
 
-The model's price distributions (`predict.price_distributions`) are computed once per split
-and search width; every point estimate of `predict.ESTIMATES` (mean, log-mean, median, hit)
+The model's price distributions (`predictors.digit_search.price_distributions`) are computed once per split
+and search width; every point estimate of `predictors.ESTIMATES` (mean, log-mean, median, hit)
 is then read off the same distributions, so trying an estimate costs no model time.
 --splits picks the splits, drawn exactly as evaluate.py draws them; the default is pool and
 balanced, the test splits of the quality table:

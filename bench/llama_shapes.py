@@ -32,12 +32,13 @@ def llama_config(shape: str = "8b", **overrides):
 
 
 def build_llama_4bit(device: str = "cuda", seed: int = 0, quant_storage=torch.uint8, shape: str = "8b",
-                     **overrides):
-    """A LlamaForCausalLM of `shape` (with `overrides`) with random NF4 weights on `device`, built layer by layer."""
+                     on_unit=None, **overrides):
+    """A LlamaForCausalLM of `shape` (with `overrides`) with random NF4 weights on `device`, built layer by layer;
+    `on_unit` is quant.layerwise.build_4bit's (training.parallel.ShardWhileLoading shards each unit as it is built)."""
     from quant.layerwise import Quant4bit, RandomSource, build_4bit
 
     quant = Quant4bit(quant_type="nf4", double_quant=True, compute_dtype=torch.bfloat16, quant_storage=quant_storage)
-    return build_4bit(llama_config(shape, **overrides), RandomSource(seed), device, quant)
+    return build_4bit(llama_config(shape, **overrides), RandomSource(seed), device, quant, on_unit=on_unit)
 
 
 def completion_batch(batch: int, seq_len: int = 182, answer_tokens: int = 5, vocab: int = 128256,

@@ -47,17 +47,23 @@ def parse_args() -> argparse.Namespace:
 
 def build(args: argparse.Namespace, acc):
     """(the 8B-shaped NF4 model with LoRA on q/k/v/o, wrapped as train.py wraps it for args.mode)."""
-    from lora import LoRAConfig, inject_lora
+    from lora import LoRAConfig, LoRALinear, inject_lora, lora_parameters
     from training import CompletionLossModel, CudaGraphLoss
-    from training.parallel import wrap_for_processes
+    from training.parallel import ShardWhileLoading, wrap_for_processes
 
     shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=512) if args.tiny else {}
-    storage = torch.bfloat16 if args.mode == "fsdp" else torch.uint8
-    lm = build_llama_4bit(device=str(acc.device), quant_storage=storage, **shape)
+    config = LoRAConfig(r=32, alpha=64, dropout=0.1, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    if args.mode == "fsdp":   # as train.py: each unit gets its LoRA and is sharded as it is built
+        lm = build_llama_4bit(device=str(acc.device), quant_storage=torch.bfloat16,
+                              on_unit=ShardWhileLoading(acc.device, config, LoRALinear), **shape)
+        for p in lora_parameters(lm):
+            p.requires_grad_(True)
+    else:
+        lm = build_llama_4bit(device=str(acc.device), **shape)
+        inject_lora(lm, config)
     if args.checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    inject_lora(lm, LoRAConfig(r=32, alpha=64, dropout=0.1, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     wrapped = wrap_for_processes(CompletionLossModel(lm), {"graphs": "allreduce"}.get(args.mode, args.mode), acc)
     if args.mode == "graphs":
         wrapped.step_model = CudaGraphLoss(wrapped.step_model)
@@ -77,7 +83,9 @@ def main() -> None:
     acc = Accelerator(mixed_precision="bf16", kwargs_handlers=[AutocastKwargs(cache_enabled=args.mode != "graphs")])
     lm, wrapped = build(args, acc)
     params = lora_parameters(lm)
-    opt = acc.prepare_optimizer(bnb.optim.PagedAdamW32bit(params, lr=1e-4, weight_decay=0.001))
+    # bitsandbytes' optimizers cannot step FSDP2's sharded parameters (train.py refuses them): torch's AdamW there
+    optimizer = torch.optim.AdamW if args.mode == "fsdp" else bnb.optim.PagedAdamW32bit
+    opt = acc.prepare_optimizer(optimizer(params, lr=1e-4, weight_decay=0.001))
     wrapped.train()
     micro = [dict(zip(("input_ids", "labels"), completion_batch(args.batch, seed=1000 * acc.process_index + j,
                                                                vocab=lm.config.vocab_size, device=str(acc.device))))
