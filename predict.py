@@ -70,9 +70,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def read_listings(args: argparse.Namespace) -> list:
     """The listings the command line names: a file, --text/--title, or stdin."""
     from data.listings import listing_from_text, load_listings
+    from data.sources import LoadReport
 
     if args.file:
-        return load_listings(args.file)
+        report = LoadReport()
+        listings = load_listings(args.file, report=report)
+        if report.kept < report.total:   # rows that cannot be priced are counted, never dropped in silence
+            print(f"{args.file}: {report.summary()} (skipped rows are not in the output)", file=sys.stderr)
+        return listings
     text, where = args.text, "--text"
     if text == "-" or (text is None and args.title is None and not sys.stdin.isatty()):
         text, where = _read_stdin(), "stdin"

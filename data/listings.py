@@ -53,17 +53,30 @@ def load_listings(source: str | Path, fmt: str | None = None, report: LoadReport
                 raise row
             if not isinstance(row, dict):
                 raise SkipRow("not an object")
-            item = curate({**row, "price": 1.0}, _PRICING)   # the text as training cleaned it
+            listing = _row_listing(row)
         except SkipRow as skip:
             report.reasons[skip.reason] += 1
             continue
         try:
-            truth = parse_price(row.get("price")) if row.get("price") not in (None, "") else None
+            listing.truth = parse_price(row.get("price")) if row.get("price") not in (None, "") else None
         except SkipRow:
-            truth = None
-        listings.append(Listing(item.title, item.text, truth))
+            listing.truth = None
+        listings.append(listing)
         report.kept += 1
     if not listings:
         raise DataError(f"{source}: no listing to price ({report.summary()}); each row needs a text (or title and "
                         "description)")
     return listings
+
+
+def _row_listing(row: dict) -> Listing:
+    """A row's listing, its text as training cleaned it; a row with a title and nothing else is priced from its
+    title, as `--title` alone is (training skips it: there is nothing to learn a price from beyond the title)."""
+    try:
+        item = curate({**row, "price": 1.0}, _PRICING)
+    except SkipRow as skip:
+        title = row.get("title")
+        if skip.reason != "empty text" or not isinstance(title, str) or not one_line(title):
+            raise
+        return Listing(title=one_line(title), text=listing_text(title, ""))
+    return Listing(item.title, item.text)

@@ -52,18 +52,21 @@ def test_title_and_text_and_stdin_are_the_same_listing(adapter, capsys, monkeypa
 def test_a_file_of_listings_keeps_known_prices_as_truth(adapter, tmp_path, capsys):
     rows = [{"title": "Drill", "text": "Drill\ncordless, two batteries"},
             {"title": "Strings", "description": "Guitar strings, light gauge", "price": "$7.99"},
+            {"title": "Hammer, 16 oz", "description": "", "price": 12},            # a title alone: priced from it
             {"text": ""}]                                                       # no text: skipped, counted
     source = tmp_path / "listings.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     listings = load_listings(source)
-    assert [(x.title, x.truth) for x in listings] == [("Drill", None), ("Strings", 7.99)]
+    assert [(x.title, x.truth) for x in listings] == [("Drill", None), ("Strings", 7.99), ("Hammer, 16 oz", 12.0)]
+    assert listings[2].text == listing_from_text("", "Hammer, 16 oz").text == "Hammer, 16 oz"
     for suffix in (".csv", ".jsonl"):
         out = tmp_path / f"priced{suffix}"
-        code, stdout, _ = run(["--adapter", adapter, source, "--out", out, *COMMON], capsys)
-        assert code == 0 and f"priced 2 listings" in stdout
+        code, stdout, stderr = run(["--adapter", adapter, source, "--out", out, *COMMON], capsys)
+        assert code == 0 and f"priced 3 listings" in stdout
+        assert "kept 3 of 4: 1 empty text (skipped rows are not in the output)" in stderr
         text = out.read_text()
         got = list(csv.DictReader(io.StringIO(text))) if suffix == ".csv" else [json.loads(x) for x in text.splitlines()]
-        assert [g["title"] for g in got] == ["Drill", "Strings"]
+        assert [g["title"] for g in got] == ["Drill", "Strings", "Hammer, 16 oz"]
         assert str(got[1]["truth"]) in ("7.99", "7.99") and float(got[0]["low"]) <= float(got[0]["high"])
 
 
