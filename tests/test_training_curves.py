@@ -2,7 +2,7 @@
 steps are whole numbers, and runs that log the same values stay told apart."""
 import json
 
-from training.curves import plot_curves, read_metrics, run_style
+from training.curves import plot_curves, read_metrics, run_labels, run_style
 
 
 def rows(hit=0.7):
@@ -51,3 +51,25 @@ def test_a_narrow_dollar_axis_repeats_no_label():
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
     assert labels and len(labels) == len(set(labels)) and all("." in label for label in labels)
+
+
+def test_runs_are_named_as_train_py_named_them(tmp_path):
+    """The key names a run by its log.run_name (make demo's runs/demo/run is "smollm2-demo"), else its folder;
+    two runs that would read alike keep their folders."""
+    named, bare, twin = tmp_path / "demo" / "run", tmp_path / "tiny", tmp_path / "other" / "run"
+    for folder in (named, bare, twin):
+        folder.mkdir(parents=True)
+    (named / "config.yaml").write_text("log:\n  run_name: smollm2-demo\n")
+    (twin / "config.yaml").write_text("log:\n  run_name: smollm2-demo\n")
+    assert run_labels([str(named), str(bare)]) == ["smollm2-demo", "tiny"]
+    assert run_labels([str(named), str(twin)]) == [f"smollm2-demo ({named})", f"smollm2-demo ({twin})"]
+
+
+def test_validation_losses_stand_out_from_the_training_line():
+    """The loss panel's validation markers sit above the training line, edged in black: drawn in the run's colour
+    on its own noisy line they were invisible."""
+    fig = plot_curves([("a", rows())], "a")
+    loss = next(ax for ax in fig.axes if ax.get_title().startswith("training loss"))
+    train, val = loss.lines
+    assert list(val.get_xdata()) == [3, 6] and val.get_linewidth() == 0
+    assert val.get_markeredgecolor() == "black" and val.get_zorder() > train.get_zorder()

@@ -71,9 +71,11 @@ def _draw(ax, panel: tuple, runs: list[tuple[str, list[dict]]]) -> None:
             steps, values = _series(rows, "val_loss")
         if steps and key in ("lr", "grad_norm"):   # every step: a line, no markers
             ax.plot(steps, values, color=look["color"], linestyle=look["linestyle"], lw=look["lw"], label=label)
-        elif steps:   # validations: markers, joined unless they are the loss panel's
-            ax.plot(steps, values, **{**look, "lw": look["lw"] if key != "loss" else 0},
-                    label=label if key != "loss" else None)
+        elif steps and key == "loss":   # validation losses: markers edged in black, above the training line
+            ax.plot(steps, values, **{**look, "lw": 0, "markersize": look["markersize"] + 3},
+                    markeredgecolor="black", markeredgewidth=1.5, zorder=3)
+        elif steps:   # validation price metrics: markers, joined
+            ax.plot(steps, values, **look, label=label)
     ax.set(title=title, xlabel="optimizer step", ylabel=ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if yscale == "log" and ax.lines:
@@ -113,6 +115,22 @@ def save_curves(runs: Sequence[tuple[str, list[dict]]], path: Path, title: str) 
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90), mode="wb")
 
 
+def run_labels(folders: Sequence[str]) -> list[str]:
+    """Each run's name as train.py gave it (config.yaml's log.run_name, else the folder's name), the folder
+    added where two runs would read alike (make demo's run is runs/demo/run, named smollm2-demo)."""
+    import contextlib
+
+    from utils.bounded_yaml import read_yaml
+
+    names = []
+    for folder in folders:
+        path, name = Path(folder).resolve(), None
+        with contextlib.suppress(Exception):   # a folder without a readable config still has a name
+            name = read_yaml(path / "config.yaml")["log"]["run_name"]
+        names.append(name if isinstance(name, str) and name.strip() else path.name)
+    return [f"{name} ({folder})" if names.count(name) > 1 else name for name, folder in zip(names, folders)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Compare the curves of several runs in one figure."""
     ap = argparse.ArgumentParser(prog="python -m training.curves", description="Training curves of runs, compared.")
@@ -120,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the PNG to write")
     args = ap.parse_args(argv)
     try:
-        runs = [(Path(r).resolve().name, read_metrics(Path(r))) for r in args.runs]
+        runs = [(label, read_metrics(Path(r))) for label, r in zip(run_labels(args.runs), args.runs)]
         path = save_curves(runs, Path(args.out), " vs ".join(name for name, _ in runs))
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
