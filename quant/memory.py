@@ -39,7 +39,7 @@ def _quantized_tensors(module: nn.Module) -> Iterator[torch.Tensor]:
     yield from _state_tensors(getattr(module, "state", None))
 
 
-def _held(t: torch.Tensor) -> torch.Tensor:
+def held_slice(t: torch.Tensor) -> torch.Tensor:
     """What this process holds of `t`: its slice of a sharded tensor (an FSDP2 DTensor), any other tensor whole."""
     return t.to_local() if callable(getattr(t, "to_local", None)) else t
 
@@ -55,7 +55,7 @@ def memory_report(model: nn.Module) -> dict:
     seen: set[tuple[torch.device, int]] = set()
 
     def fresh_bytes(t: torch.Tensor) -> int:
-        t = _held(t)
+        t = held_slice(t)
         key = (t.device, t.data_ptr())
         if t.numel() == 0 or key in seen:
             return 0
@@ -65,13 +65,13 @@ def memory_report(model: nn.Module) -> dict:
     quantized = [m for m in model.modules() if isinstance(m, quantized_linear_types())]
     quantized_bytes = sum(fresh_bytes(t) for m in quantized for t in _quantized_tensors(m))
     quantized_params = sum(round((m.in_features * m.out_features + (m.bias.numel() if m.bias is not None else 0))
-                                 * _held(m.weight).numel() / max(m.weight.numel(), 1)) for m in quantized)
+                                 * held_slice(m.weight).numel() / max(m.weight.numel(), 1)) for m in quantized)
     quantized_ids = {id(p) for m in quantized for p in m.parameters(recurse=False)}
     other_params = other_bytes = buffer_bytes = 0
     for p in model.parameters():
         if id(p) not in quantized_ids and (added := fresh_bytes(p)):
             other_bytes += added
-            other_params += _held(p).numel()
+            other_params += held_slice(p).numel()
     for b in model.buffers():
         added = fresh_bytes(b)
         other_bytes += added
@@ -84,7 +84,7 @@ def memory_report(model: nn.Module) -> dict:
         "quantized_linears": len(quantized),
         "quantized_params": quantized_params,
         "other_params": other_params,
-        "sharded": any(_held(p) is not p for p in model.parameters()),
+        "sharded": any(held_slice(p) is not p for p in model.parameters()),
     }
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from lora import AdapterError, LoRAConfig, inject_lora, lora_parameters
 from lora.io import adapter_params, read_adapter
+from quant.memory import held_slice
 from training.config import Config, lora_config_of
 from training.errors import ConfigError
 from training.runlog import tracker
@@ -221,7 +222,7 @@ def load_adapter_values(model: nn.Module, path: Path) -> LoRAConfig:
                            "another base or with other lora settings")
     with torch.no_grad():
         for key, p in params.items():
-            value = tensors[key].to(_held(p).device, p.dtype)
+            value = tensors[key].to(held_slice(p).device, p.dtype)
             if _is_sharded(p):  # FSDP2's slices are torch.chunk's, as Shard(0)'s: each process takes its own
                 value = distribute_tensor(value, p.device_mesh, p.placements, src_data_rank=None)
             p.copy_(value)
@@ -251,11 +252,6 @@ def _is_sharded(tensor: torch.Tensor) -> bool:
     from torch.distributed.tensor import DTensor
 
     return isinstance(tensor, DTensor)
-
-
-def _held(tensor: torch.Tensor) -> torch.Tensor:
-    """This process's slice of a sharded tensor, any other tensor as it is."""
-    return tensor.to_local() if _is_sharded(tensor) else tensor
 
 
 @contextlib.contextmanager
