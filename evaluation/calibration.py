@@ -114,13 +114,20 @@ def _raw(folder: str | Path) -> tuple[list[float], list[tuple[float, float]], di
 def fit(adapter: str | Path, predictions: str | Path, coverage: float = COVERAGE) -> dict:
     """Fit the margin on a validation report of `adapter`'s raw intervals and write it beside the adapter."""
     truths, intervals, report = _raw(predictions)
-    margin = fit_margin(truths, intervals, coverage)
-    record = {"margin": margin, "coverage": coverage, "n": len(truths), "split": report.get("split"),
-              "fitted_on": str(predictions), "raw_coverage": coverage_of(truths, intervals),
-              "calibrated_coverage": coverage_of(truths, intervals, margin),
-              "method": "split-conformal on log interval bounds (CQR)"}
+    record = _record(margin=fit_margin(truths, intervals, coverage), coverage=coverage, truths=truths,
+                     intervals=intervals, report=report, predictions=predictions,
+                     method="split-conformal on log interval bounds (CQR)")
     atomic_write_text(Path(adapter) / FILE, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _record(*, margin: float, coverage: float, truths: Sequence[float], intervals: Sequence[tuple[float, float]],
+            report: dict, predictions: str | Path, method: str) -> dict:
+    """The fields every stored fit has: the margin, the target, and the validation report's coverage before and
+    after it (predictors/interval_margin.py checks them when it reads the file back)."""
+    return {"margin": margin, "coverage": coverage, "n": len(truths), "split": report.get("split"),
+            "fitted_on": str(predictions), "raw_coverage": coverage_of(truths, intervals),
+            "calibrated_coverage": coverage_of(truths, intervals, margin), "method": method}
 
 
 def _fit_or_none(truths: Sequence[float], intervals: Sequence[tuple[float, float]], coverage: float) -> float | None:
@@ -146,15 +153,14 @@ def fit_held_out(adapter: str | Path, predictions: str | Path, held_out: Sequenc
                                    f"{report['base']} one; pass held-out runs of the adapter's own recipe")
         groups.append(group)
     margin, worst = fit_worst_case([(t, iv) for t, iv, _ in groups], coverage)
-    record = {"margin": margin, "coverage": coverage, "n": len(truths), "split": report.get("split"),
-              "fitted_on": str(predictions), "raw_coverage": coverage_of(truths, intervals),
-              "calibrated_coverage": coverage_of(truths, intervals, margin),
-              "method": "leave-one-source-out: the margin minimising the worst held-out source's distance from "
-                        "the target coverage (split-conformal scores on log interval bounds)",
-              "validation_margin": _fit_or_none(truths, intervals, coverage), "worst_distance": worst,
-              "held_out": [{"folder": str(folder), "source": r["holdout_source"], "n": len(t),
-                            "raw_coverage": coverage_of(t, iv), "coverage": coverage_of(t, iv, margin)}
-                           for folder, (t, iv, r) in zip(held_out, groups)]}
+    record = _record(margin=margin, coverage=coverage, truths=truths, intervals=intervals, report=report,
+                     predictions=predictions,
+                     method="leave-one-source-out: the margin minimising the worst held-out source's distance from "
+                            "the target coverage (split-conformal scores on log interval bounds)")
+    record.update(validation_margin=_fit_or_none(truths, intervals, coverage), worst_distance=worst,
+                  held_out=[{"folder": str(folder), "source": r["holdout_source"], "n": len(t),
+                             "raw_coverage": coverage_of(t, iv), "coverage": coverage_of(t, iv, margin)}
+                            for folder, (t, iv, r) in zip(held_out, groups)])
     atomic_write_text(Path(adapter) / FILE, json.dumps(record, indent=2) + "\n")
     return record
 
