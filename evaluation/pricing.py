@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from predictors.base import Prediction
-from predictors.interval_margin import FILE
+from predictors.interval_margin import CalibrationError, load_calibration
 from utils.atomic import atomic_write_text
 from utils.csv_cells import text_cell
 
@@ -45,10 +45,10 @@ def calibration_basis(folder: str | os.PathLike | None) -> str:
     """What the margin stored beside `folder` was fitted on, as describe() says it: "on held-out sources" for a
     leave-one-source-out fit (python -m evaluation.calibration --held-out), else "on validation"."""
     try:
-        record = json.loads((Path(folder) / FILE).read_text()) if folder else None
-    except (OSError, ValueError):
+        record = load_calibration(folder)
+    except CalibrationError:
         record = None   # the predictor has read the margin already; a file it could not read never gets here
-    return "on held-out sources" if isinstance(record, dict) and "held_out" in record else "on validation"
+    return "on held-out sources" if record is not None and "held_out" in record else "on validation"
 
 
 def describe(prediction: Prediction, quantiles: Sequence[float] | None = None, margin: float = 0.0,

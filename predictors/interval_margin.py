@@ -58,9 +58,9 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def load_margin(adapter: str | Path | None) -> float | None:
-    """The fitted margin stored beside `adapter`, or None when there is none; CalibrationError (one line naming
-    the file and the field) for a file that is damaged or out of range."""
+def load_calibration(adapter: str | Path | None) -> dict | None:
+    """The fit stored beside `adapter` (its margin and fields range-checked), or None when there is none;
+    CalibrationError (one line naming the file and the field) for a file that is damaged or out of range."""
     if not adapter:
         return None
     path = Path(adapter) / FILE
@@ -72,4 +72,11 @@ def load_margin(adapter: str | Path | None) -> float | None:
         raise CalibrationError(f"{path}: not a calibration file ({type(e).__name__}); {REFIT}") from None
     if not isinstance(record, dict) or "margin" not in record:
         raise CalibrationError(f"{path}: not a calibration file (no margin field); {REFIT}")
-    return _checked(path, record)
+    _checked(path, record)
+    return record
+
+
+def load_margin(adapter: str | Path | None) -> float | None:
+    """The fitted margin stored beside `adapter` (load_calibration's), or None when there is none."""
+    record = load_calibration(adapter)
+    return None if record is None else float(record["margin"])
