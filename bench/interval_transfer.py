@@ -19,16 +19,15 @@ holdout_source: an adapter of the same recipe trained without that source and te
 from __future__ import annotations
 
 import argparse
-import bisect
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from evaluation.calibration import COVERAGE, coverage_of, fit_margin, fit_worst_case, scores
+from evaluation.calibration import COVERAGE, covered_share, coverage_of, fit_margin_or_none, fit_worst_case, scores
 from evaluation.metrics import BUCKETS, compute_metrics
 from evaluation.report import ReportError, read_predictions, read_report
-from predictors.interval_margin import CalibrationError, widen
+from predictors.interval_margin import widen
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ("val", "pool", "balanced")
@@ -94,10 +93,7 @@ def recipe_folders(root: Path, recipe: str, extra: Sequence[str]) -> dict[str, P
 
 def fitted(split: Split, coverage: float) -> float | None:
     """The split-conformal margin of one split, None when it has too few items."""
-    try:
-        return fit_margin(split.truths, split.intervals, coverage)
-    except CalibrationError:
-        return None
+    return fit_margin_or_none(split.truths, split.intervals, coverage)
 
 
 def within(held: Sequence[Split], coverage: float, tolerance: float) -> tuple[float, float] | None:
@@ -106,7 +102,7 @@ def within(held: Sequence[Split], coverage: float, tolerance: float) -> tuple[fl
     to try (the largest holds until the next score up)."""
     ordered = [sorted(scores(s.truths, s.intervals)) for s in held]
     ok = [q for q in sorted({q for group in ordered for q in group})
-          if all(abs(bisect.bisect_right(g, q) / len(g) - coverage) <= tolerance + 1e-12 for g in ordered)]
+          if all(abs(covered_share(g, q) - coverage) <= tolerance + 1e-12 for g in ordered)]
     return (ok[0], ok[-1]) if ok else None
 
 

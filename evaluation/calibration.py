@@ -83,6 +83,11 @@ def read_intervals(folder: str | Path) -> tuple[list[float], list[tuple[float, f
     return [t for t, _ in kept], [iv for _, iv in kept], report
 
 
+def covered_share(sorted_scores: Sequence[float], margin: float) -> float:
+    """The share of items a margin covers, from their conformity scores sorted ascending (score <= margin)."""
+    return bisect.bisect_right(sorted_scores, margin) / len(sorted_scores)
+
+
 def fit_worst_case(groups: Sequence[tuple[Sequence[float], Sequence[tuple[float, float]]]],
                    coverage: float = COVERAGE) -> tuple[float, float]:
     """(margin, distance): the margin in MARGIN_RANGE whose coverage is closest to `coverage` on the group of
@@ -96,7 +101,7 @@ def fit_worst_case(groups: Sequence[tuple[Sequence[float], Sequence[tuple[float,
     candidates = sorted({s for group in ordered for s in group if low < s <= high - EDGE} | {low})
     best, best_worst = low, math.inf
     for margin in candidates:
-        worst = max(abs(bisect.bisect_right(group, margin) / len(group) - coverage) for group in ordered)
+        worst = max(abs(covered_share(group, margin) - coverage) for group in ordered)
         if worst < best_worst - 1e-12:
             best, best_worst = margin, worst
     return (best if best == low else best + EDGE), best_worst
@@ -130,10 +135,12 @@ def _record(*, margin: float, coverage: float, truths: Sequence[float], interval
             "calibrated_coverage": coverage_of(truths, intervals, margin), "method": method}
 
 
-def _fit_or_none(truths: Sequence[float], intervals: Sequence[tuple[float, float]], coverage: float) -> float | None:
+def fit_margin_or_none(truths: Sequence[float], intervals: Sequence[tuple[float, float]],
+                       coverage: float = COVERAGE) -> float | None:
+    """fit_margin, or None when there are too few items for a margin of their own."""
     try:
         return fit_margin(truths, intervals, coverage)
-    except CalibrationError:   # too few validation items for a margin of their own; the held-out fit stands
+    except CalibrationError:
         return None
 
 
@@ -157,7 +164,7 @@ def fit_held_out(adapter: str | Path, predictions: str | Path, held_out: Sequenc
                      predictions=predictions,
                      method="leave-one-source-out: the margin minimising the worst held-out source's distance from "
                             "the target coverage (split-conformal scores on log interval bounds)")
-    record.update(validation_margin=_fit_or_none(truths, intervals, coverage), worst_distance=worst,
+    record.update(validation_margin=fit_margin_or_none(truths, intervals, coverage), worst_distance=worst,
                   held_out=[{"folder": str(folder), "source": r["holdout_source"], "n": len(t),
                              "raw_coverage": coverage_of(t, iv), "coverage": coverage_of(t, iv, margin)}
                             for folder, (t, iv, r) in zip(held_out, groups)])
