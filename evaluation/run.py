@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import time
 from pathlib import Path
@@ -68,15 +67,12 @@ def load_model(base: str, adapter: str | None, bits: int, quant_type: str = "nf4
 def model_name(adapter: str | None, base: str) -> str:
     """The name a report goes by: for train.py's <run>/adapter its run's (log.run_name, else the run folder's
     name; "(best)" for <run>/adapter-best), else the adapter's or base's folder name."""
+    from training.rundir import run_name
+
     path = Path(adapter or base).resolve()
     if adapter is None or path.name not in ("adapter", "adapter-best"):
         return path.name
-    name = path.parent.name
-    with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
-        from utils.bounded_yaml import read_yaml
-
-        name = read_yaml(path.parent / "config.yaml")["log"]["run_name"] or name
-    return name + (" (best)" if path.name == "adapter-best" else "")
+    return run_name(path.parent) + (" (best)" if path.name == "adapter-best" else "")
 
 
 def in_length_order(items: Sequence[Any], prompts: Sequence[str], tokenizer: Any) -> tuple[list, list[str]]:

@@ -116,18 +116,11 @@ def save_curves(runs: Sequence[tuple[str, list[dict]]], path: Path, title: str) 
 
 
 def run_labels(folders: Sequence[str]) -> list[str]:
-    """Each run's name as train.py gave it (config.yaml's log.run_name, else the folder's name), the folder
-    added where two runs would read alike (make demo's run is runs/demo/run, named smollm2-demo)."""
-    import contextlib
+    """Each run's name as train.py gave it (training.rundir.run_name), the folder added where two runs would read
+    alike (make demo's run is runs/demo/run, named smollm2-demo)."""
+    from training.rundir import run_name
 
-    from utils.bounded_yaml import read_yaml
-
-    names = []
-    for folder in folders:
-        path, name = Path(folder).resolve(), None
-        with contextlib.suppress(Exception):   # a folder without a readable config still has a name
-            name = read_yaml(path / "config.yaml")["log"]["run_name"]
-        names.append(name if isinstance(name, str) and name.strip() else path.name)
+    names = [run_name(folder) for folder in folders]
     return [f"{name} ({folder})" if names.count(name) > 1 else name for name, folder in zip(names, folders)]
 
 

@@ -8,7 +8,9 @@ than deleting means that even --overwrite loses nothing. Files that are not a ru
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,16 @@ def truncate_metrics(path: Path, step: int) -> None:
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
             rows.append(line)
     atomic_write_text(path, "".join(row + "\n" for row in rows))
+
+
+def run_name(folder: str | os.PathLike) -> str:
+    """A run folder's name as train.py gives it (RunLog): its config.yaml's log.run_name, else the folder's name
+    (also when config.yaml is missing or unreadable: a folder still has a name)."""
+    from utils.bounded_yaml import read_yaml
+
+    path = Path(folder).resolve()
+    with contextlib.suppress(Exception):
+        name = read_yaml(path / "config.yaml")["log"]["run_name"]
+        if isinstance(name, str) and name.strip():
+            return name
+    return path.name
