@@ -4,7 +4,7 @@ One cell is (stack, shape, cap in GB of 2**30 bytes), each in its own process:
 1. torch.cuda.set_per_process_memory_fraction(cap / card memory) before anything is allocated:
    torch's allocator holds no more than the cap (the CUDA context, about half a GB, is outside
    it, as on a card of that size).
-2. The base built layer by layer with random NF4 weights (bench.llama_shapes, quant.layerwise):
+2. The base built layer by layer with random NF4 weights (bench.common.llama_shapes, quant.layerwise):
    the build time, peak GPU memory and peak host memory (VmHWM) while building.
 3. The stack, with gradient checkpointing, LoRA r 32 / alpha 64 / dropout 0.1 on q/k/v/o, torch
    AdamW (fp32 state on the GPU, inside the cap), clipping 0.3, bf16 autocast:
@@ -17,7 +17,7 @@ One cell is (stack, shape, cap in GB of 2**30 bytes), each in its own process:
    batch that predicts, down by ~15% at a time until two steps run without running out.
 5. `steps` steps on one fixed batch of that size (sequence 182, the last 5 tokens supervised):
    losses (finite, falling), tokens/s over all steps but the first, the steps' peak GPU memory,
-   and model FLOPs utilisation (bench/flops.py) against the bf16 matmul peak measured in the run.
+   and model FLOPs utilisation (bench/common/flops.py) against the bf16 matmul peak measured in the run.
 
     python -m bench.capped_training --out DIR                  # the four cells
     python -m bench.capped_training --cells pricer:70b:48 --steps 24
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from bench.flops import lora_step_flops_per_token, matmul_peak_tflops
-from bench.llama_shapes import build_llama_4bit, completion_batch, llama_config
+from bench.common.flops import lora_step_flops_per_token, matmul_peak_tflops
+from bench.common.llama_shapes import build_llama_4bit, completion_batch, llama_config
 from quant.peak_memory import GB, PeakMemory, host_peak_gb
 
 SEQ = 182

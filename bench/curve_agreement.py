@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from bench.cli import print_or_fail
+from bench.common.cli import print_or_fail
 
 
 def losses(path: str | Path) -> dict[int, float]:

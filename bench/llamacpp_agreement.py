@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.served_answers import compare_rows, greedy_texts, listing_prompts, write_rows
+from bench.common.served_answers import compare_rows, greedy_texts, listing_prompts, write_rows
 
 REPO = Path(__file__).resolve().parent.parent
 # Run by --llama-python: prompts in on stdin, completions out on stdout, as JSON.

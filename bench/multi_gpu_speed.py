@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bench.llama_shapes import build_llama_4bit, completion_batch
+from bench.common.llama_shapes import build_llama_4bit, completion_batch
 
 
 def parse_args() -> argparse.Namespace:

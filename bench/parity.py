@@ -15,8 +15,8 @@ import gc
 
 import torch
 
-from bench.cli import write_result
-from bench.llama_shapes import build_llama_4bit, completion_batch
+from bench.common.cli import write_result
+from bench.common.llama_shapes import build_llama_4bit, completion_batch
 from bench.train_speed import SEQ, plain_loop, pricer_stack, reference_stack, versions
 
 

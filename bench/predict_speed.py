@@ -2,7 +2,7 @@
 greedy and expected-price predictors, in items/s and as a multiple of one-at-a-time.
 
 256 held-out prompts (about 196 tokens) with a tokenizer that has single tokens for 0-999, like Llama 3, on a
-random NF4 base (bench.llama_shapes); then the expected predictor again with compiled decoder layers (its
+random NF4 base (bench.common.llama_shapes); then the expected predictor again with compiled decoder layers (its
 warm-up runs every batch shape first). Also how often greedy agrees with one-at-a-time on 16 items.
 
     python -m bench.predict_speed --out DIR
@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from bench.cli import write_result
-from bench.llama_shapes import build_llama_4bit
+from bench.common.cli import write_result
+from bench.common.llama_shapes import build_llama_4bit
 from bench.train_speed import ROOT, versions
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench.llama_shapes import build_llama_4bit, completion_batch
+from bench.common.llama_shapes import build_llama_4bit, completion_batch
 from bench.train_speed import SEQ, plain_loop, pricer_stack, reference_stack
 
 CATEGORIES = (("dequantize", ("dequant",)), ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "sm90_", "wgmma")),

@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from bench.cli import print_or_fail
+from bench.common.cli import print_or_fail
 from bench.estimators import load_distributions
 from evaluation.metrics import BUCKETS
 

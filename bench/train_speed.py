@@ -1,6 +1,6 @@
 """Training speed on a Llama-3.1-8B-shaped NF4 model: the reference stack vs pricer, tokens/s and peak memory.
 
-Same GPU, same run, same base (random NF4 weights, bench/llama_shapes.py), same batches
+Same GPU, same run, same base (random NF4 weights, bench/common/llama_shapes.py), same batches
 (sequence length 182, completion-only labels on the last 5 tokens):
 
   reference : transformers + bitsandbytes NF4 (double quant, bf16 compute) + peft LoRA
@@ -12,7 +12,7 @@ Same GPU, same run, same base (random NF4 weights, bench/llama_shapes.py), same 
   compiled  : pricer with training.compile_decoder_layers (torch.compile of each decoder layer,
               fusing the elementwise work between the matmuls), inside the same CUDA graphs.
 
-Each cell also reports achieved TFLOP/s, and the summary its model FLOPs utilisation: bench/flops.py's
+Each cell also reports achieved TFLOP/s, and the summary its model FLOPs utilisation: bench/common/flops.py's
 count (4 x decoder parameters + attention + LoRA, per token) over the bf16 matmul peak measured at
 the start of the same run. Each (stack, batch, checkpointing) cell runs in its own process so that allocator and
 paged-optimizer state never leak between cells. The same stacks' losses: bench.parity; prediction
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from bench.flops import lora_step_flops_per_token, matmul_peak_tflops
-from bench.llama_shapes import build_llama_4bit, completion_batch
+from bench.common.flops import lora_step_flops_per_token, matmul_peak_tflops
+from bench.common.llama_shapes import build_llama_4bit, completion_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,7 +165,7 @@ def summary(result: dict) -> str:
              f"peft {result['peft']}, bitsandbytes {result['bitsandbytes']}, {result['date']}"]
     peak = result.get("bf16_peak_tflops")
     if peak:
-        lines.append(f"bf16 matmul peak measured in this run: {peak} TFLOP/s (bench/flops.py)")
+        lines.append(f"bf16 matmul peak measured in this run: {peak} TFLOP/s (bench/common/flops.py)")
     for c in result.get("train", []):
         mfu = f"  {c['tflops']:>5} TFLOP/s  MFU {c['tflops'] / peak:.1%}" if peak and "tflops" in c else ""
         lines.append(f"{c['stack']:>9} batch {c['batch']:>2} ckpt {str(c['checkpointing']):>5}: " + (

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from bench.served_answers import compare_rows, greedy_texts, listing_prompts, write_rows
+from bench.common.served_answers import compare_rows, greedy_texts, listing_prompts, write_rows
 
 REPO = Path(__file__).resolve().parent.parent
 

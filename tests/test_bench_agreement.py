@@ -1,4 +1,4 @@
-"""bench.served_answers, bench.llamacpp_agreement and bench.vllm_agreement, without llama.cpp or vLLM: a stand-in
+"""bench.common.served_answers, bench.llamacpp_agreement and bench.vllm_agreement, without llama.cpp or vLLM: a stand-in
 Python answers for llama.cpp and a stand-in HTTP server for vLLM, so the plumbing (JSON in and out, a server
 bounded in time, on 127.0.0.1, stopped afterwards, the README's command) is checked."""
 import json
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from bench.llamacpp_agreement import llama_cpp_texts
-from bench.served_answers import compare_rows
+from bench.common.served_answers import compare_rows
 from bench.vllm_agreement import complete, free_port, serving, vllm_command
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,9 +1,10 @@
-"""bench.flops: the LoRA step's model FLOPs, counted from the config, checked against a built model and by hand."""
+"""bench.common.flops: the LoRA step's model FLOPs, counted from the config, checked against a built model
+and by hand."""
 import pytest
 import torch
 
-from bench.flops import decoder_parameters, lora_parameters_of, lora_step_flops_per_token
-from bench.llama_shapes import llama_config
+from bench.common.flops import decoder_parameters, lora_parameters_of, lora_step_flops_per_token
+from bench.common.llama_shapes import llama_config
 
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
 

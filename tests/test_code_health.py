@@ -3,6 +3,7 @@
 - the entry scripts stay recipes: train.py <= 300 lines with train() <= 100, evaluate.py <= 250;
 - no function outside tests/ is longer than 60 lines (train.py's train(), the recipe, has its own limit);
 - nothing but tests imports an entry script, and bench/ is a package (no sys.path edits);
+- bench/ holds only benchmarks: each bench/*.py runs as `python -m bench.<name>` (helpers live in bench/common);
 - evaluation/ stands above predictors/: no module of predictors/ imports evaluation, at the top or in a function;
 - no issue numbers or round names in code, scripts, configs or file names.
 """
@@ -63,8 +64,35 @@ def test_nothing_imports_an_entry_script_and_bench_is_a_package():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             offenders += [f"{path.relative_to(REPO)} imports {n}" for n in names if n in ENTRY_SCRIPTS]
-        if path.parts[-2] == "bench" and "sys.path.insert" in path.read_text():
+        if path.relative_to(REPO).parts[0] == "bench" and "sys.path.insert" in path.read_text():
             offenders.append(f"{path.relative_to(REPO)} edits sys.path")
+    assert not offenders, offenders
+
+
+def runs_on_its_own(tree: ast.Module) -> bool:
+    """A `main` function or an `if __name__ == "__main__":` block at the top level of a module."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "main":
+            return True
+        if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+                and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"
+                and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in node.test.comparators)):
+            return True
+    return False
+
+
+def test_bench_holds_only_benchmarks():
+    """`ls bench` shows what can be run: every bench/*.py but __init__.py is a benchmark (a docstring saying what
+    it measures, and a main); what the benchmarks share lives in bench/common."""
+    offenders = []
+    for path in sorted((REPO / "bench").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        if not ast.get_docstring(tree):
+            offenders.append(f"{path.relative_to(REPO)} has no module docstring")
+        if not runs_on_its_own(tree):
+            offenders.append(f"{path.relative_to(REPO)} is not run on its own (no main): move it to bench/common")
     assert not offenders, offenders
 
 
