@@ -70,10 +70,8 @@ def test_nothing_imports_an_entry_script_and_bench_is_a_package():
 
 
 def runs_on_its_own(tree: ast.Module) -> bool:
-    """A `main` function or an `if __name__ == "__main__":` block at the top level of a module."""
+    """An `if __name__ == "__main__":` block at the top level of a module (what `python -m` runs)."""
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "main":
-            return True
         if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
                 and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"
                 and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in node.test.comparators)):
@@ -83,7 +81,7 @@ def runs_on_its_own(tree: ast.Module) -> bool:
 
 def test_bench_holds_only_benchmarks():
     """`ls bench` shows what can be run: every bench/*.py but __init__.py is a benchmark (a docstring saying what
-    it measures, and a main); what the benchmarks share lives in bench/common."""
+    it measures, and an `if __name__ == "__main__"` block); what the benchmarks share lives in bench/common."""
     offenders = []
     for path in sorted((REPO / "bench").glob("*.py")):
         if path.name == "__init__.py":
@@ -92,7 +90,7 @@ def test_bench_holds_only_benchmarks():
         if not ast.get_docstring(tree):
             offenders.append(f"{path.relative_to(REPO)} has no module docstring")
         if not runs_on_its_own(tree):
-            offenders.append(f"{path.relative_to(REPO)} is not run on its own (no main): move it to bench/common")
+            offenders.append(f"{path.relative_to(REPO)} is not run on its own (no __main__ block): move it to bench/common")
     assert not offenders, offenders
 
 
