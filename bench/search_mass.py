@@ -3,7 +3,8 @@ coverage fall on dear listings (where the pruned mass sits in longer numbers) or
 
     python -m bench.search_mass RUN/NAME-w30-val.dists.json.gz [...]     # files bench.estimators saved
 
-One line per file: the items, the mean mass covered, and the mean mass of the items in each truth bucket
+One line per file: the items, the mean and median mass covered, the share of items predict.py would call
+uncertain (mass under evaluation.pricing.LOW_MASS), and the mean mass of the items in each truth bucket
 (evaluation.metrics.BUCKETS), n in brackets.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Sequence
 from bench.common.cli import print_or_fail
 from bench.estimators import load_distributions
 from evaluation.metrics import BUCKETS
+from evaluation.pricing import LOW_MASS
 
 
 def mass_by_bucket(truths: Sequence[float], dists: Sequence[dict[int, float]]) -> list[tuple[str, int, float | None]]:
@@ -44,14 +46,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def summary(path: str) -> str:
-    """One saved file's line: what it is, its items, its mean mass and the mass by truth bucket."""
+    """One saved file's line: what it is, its items, its mean and median mass, the uncertain share, the mass by
+    truth bucket."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no {path}: give .dists.json.gz files that bench.estimators saved")
     body = load_distributions(path)
-    overall = statistics.fmean(sum(d.values()) for d in body["dists"])
+    masses = [sum(d.values()) for d in body["dists"]]
+    below = sum(m < LOW_MASS for m in masses) / len(masses)
     cells = "  ".join(f"{name} {m:.2f} ({n})" for name, n, m in mass_by_bucket(body["truths"], body["dists"])
                       if m is not None)
-    return f"{describe(body['record'])}: {len(body['dists'])} items, mass {overall:.3f}; {cells}"
+    return (f"{describe(body['record'])}: {len(masses)} items, mass {statistics.fmean(masses):.3f} (median "
+            f"{statistics.median(masses):.3f}, under {LOW_MASS:g}: {below:.1%}); {cells}")
 
 
 if __name__ == "__main__":

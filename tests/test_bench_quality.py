@@ -239,7 +239,8 @@ def test_search_mass_by_true_price(tmp_path, capsys):
     save_distributions(path, {"record": {"name": "m", "split": "val", "search_width": 30}, "titles": list("abcd"),
                               "truths": truths, "dists": dists})
     assert main([str(path)]) == 0
-    assert capsys.readouterr().out.strip() == ("m val, width 30: 4 items, mass 0.650; <$10 0.85 (2)  $10-50 0.60 (1)  "
-                                               "$300-1000 0.30 (1)")
+    # masses 0.9, 0.8, 0.6, 0.3: median (0.8 + 0.6) / 2; one of four under LOW_MASS 0.5
+    assert capsys.readouterr().out.strip() == ("m val, width 30: 4 items, mass 0.650 (median 0.700, under 0.5: 25.0%); "
+                                               "<$10 0.85 (2)  $10-50 0.60 (1)  $300-1000 0.30 (1)")
     assert main([str(tmp_path / "none.gz")]) == 2
     assert capsys.readouterr().err.startswith("error: no ")
