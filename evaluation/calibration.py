@@ -40,7 +40,7 @@ from typing import Sequence
 
 from evaluation.metrics import interval_scores
 from evaluation.report import ReportError, read_predictions, read_report
-from predictors.interval_margin import FILE, MARGIN_RANGE, CalibrationError, widen
+from predictors.interval_margin import FILE, MARGIN_RANGE, SEARCH_KEYS, CalibrationError, search_mismatch, widen
 from utils.atomic import atomic_write_text
 
 COVERAGE = 0.8
@@ -128,11 +128,13 @@ def fit(adapter: str | Path, predictions: str | Path, coverage: float = COVERAGE
 
 def _record(*, margin: float, coverage: float, truths: Sequence[float], intervals: Sequence[tuple[float, float]],
             report: dict, predictions: str | Path, method: str) -> dict:
-    """The fields every stored fit has: the margin, the target, and the validation report's coverage before and
-    after it (predictors/interval_margin.py checks them when it reads the file back)."""
+    """The fields every stored fit has: the margin, the target, the validation report's coverage before and
+    after it (predictors/interval_margin.py checks them when it reads the file back), and the search settings of
+    the evaluation it was fitted on (a margin fitted at one search width does not hold at another)."""
     return {"margin": margin, "coverage": coverage, "n": len(truths), "split": report.get("split"),
             "fitted_on": str(predictions), "raw_coverage": coverage_of(truths, intervals),
-            "calibrated_coverage": coverage_of(truths, intervals, margin), "method": method}
+            "calibrated_coverage": coverage_of(truths, intervals, margin), "method": method,
+            **{key: report[key] for key in SEARCH_KEYS if report.get(key) is not None}}
 
 
 def fit_margin_or_none(truths: Sequence[float], intervals: Sequence[tuple[float, float]],
@@ -158,6 +160,10 @@ def fit_held_out(adapter: str | Path, predictions: str | Path, held_out: Sequenc
         if report.get("base") and group[2].get("base") and group[2]["base"] != report["base"]:
             raise CalibrationError(f"{folder}: evaluates a {group[2]['base']} adapter, {predictions} a "
                                    f"{report['base']} one; pass held-out runs of the adapter's own recipe")
+        differ = search_mismatch(group[2], report)
+        if differ:
+            raise CalibrationError(f"{folder}: searched otherwise than {predictions} ({differ.replace('now', 'there')}); "
+                                   "evaluate the held-out sources with the validation run's search settings")
         groups.append(group)
     margin, worst = fit_worst_case([(t, iv) for t, iv, _ in groups], coverage)
     record = _record(margin=margin, coverage=coverage, truths=truths, intervals=intervals, report=report,

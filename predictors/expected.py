@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 from typing import Any, Sequence
 
 from predictors.base import OptionError, Prediction, Predictor
 from predictors.digit_search import ACCOUNTING, SEARCH_DIGITS, SEARCH_WIDTH, price_distributions
 from predictors.hit_rule import hit_window
-from predictors.interval_margin import load_margin, widen
+from predictors.interval_margin import FILE, load_calibration, search_mismatch, widen
 from predictors.registry import register
 
 ESTIMATES = ("mean", "log-mean", "median", "hit")
@@ -167,9 +168,16 @@ class ExpectedPredictor(Predictor):
                 raise OptionError(f"{flag} must be positive")
         calibrate = (getattr(args, "interval_calibration", None) or "auto") == "auto"
         # The margin beside the adapter; without one, beside a --base folder (a merged export carries its adapter's).
-        margin = load_margin(getattr(args, "adapter", None) or getattr(args, "base", None)) if calibrate else None
-        return cls(args.estimate or "mean", args.search_width or SEARCH_WIDTH, args.search_digits or SEARCH_DIGITS,
-                   getattr(args, "search_accounting", None) or "none", margin or 0.0)
+        folder = getattr(args, "adapter", None) or getattr(args, "base", None)
+        fit = load_calibration(folder) if calibrate else None
+        predictor = cls(args.estimate or "mean", args.search_width or SEARCH_WIDTH, args.search_digits or SEARCH_DIGITS,
+                        getattr(args, "search_accounting", None) or "none", fit["margin"] if fit else 0.0)
+        differ = search_mismatch(fit, predictor.record())
+        if differ:
+            print(f"note: the interval margin in {folder}/{FILE} was fitted on a search with {differ}: these 80% "
+                  "intervals are not calibrated for this search (refit with python -m evaluation.calibration on an "
+                  "evaluation made with it, or pass --interval-calibration off)", file=sys.stderr)
+        return predictor
 
     def predict(self, prompts: Sequence[str], *, model: Any = None, tokenizer: Any = None, batch_size: int = 16,
                 train_prices: Sequence[float] = (), answer_width: int = 0) -> list[Prediction]:

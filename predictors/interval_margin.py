@@ -76,6 +76,18 @@ def load_calibration(adapter: str | Path | None) -> dict | None:
     return record
 
 
+# The search settings that shape the raw interval; a fit records those of the evaluation it was fitted on.
+SEARCH_KEYS = ("search_width", "search_digits", "search_accounting")
+
+
+def search_mismatch(record: dict | None, settings: dict) -> str | None:
+    """How this run's search differs from the one the stored margin was fitted on ("search width 30, now 100"),
+    or None when they agree or the file records none (files written before the fields were)."""
+    differ = [f"{key.replace('_', ' ')} {record[key]}, now {settings[key]}" for key in SEARCH_KEYS
+              if record and key in record and key in settings and record[key] != settings[key]]
+    return "; ".join(differ) or None
+
+
 def load_margin(adapter: str | Path | None) -> float | None:
     """The fitted margin stored beside `adapter` (load_calibration's), or None when there is none."""
     record = load_calibration(adapter)

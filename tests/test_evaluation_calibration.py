@@ -36,8 +36,8 @@ def test_too_few_items_cannot_calibrate():
         fit_margin([1.0, 2.0, 3.0], [(1.0, 2.0)] * 3, 0.8)    # rank ceil(4 * 0.8) = 4 > 3
 
 
-def write_eval(folder, rows, **report):
-    folder.mkdir(parents=True)
+def write_eval(folder, rows, overwrite=False, **report):
+    folder.mkdir(parents=True, exist_ok=overwrite)
     (folder / "report.json").write_text(json.dumps({"split": "val", **report}))
     with open(folder / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -123,7 +123,12 @@ def test_cli_fits_leave_one_source_out_and_records_each_source(tmp_path, capsys)
                          (write_eval(tmp_path / "wide", rows_scoring(SOURCE_B), holdout_source="b",
                                      interval_margin=0.3), "already widened"),
                          (write_eval(tmp_path / "other", rows_scoring(SOURCE_B), holdout_source="b", base="gemma",
-                                     split="test"), "evaluates a gemma adapter")):
+                                     split="test"), "evaluates a gemma adapter"),
+                         (write_eval(tmp_path / "w100", rows_scoring(SOURCE_B), holdout_source="b", split="test",
+                                     search_width=100), None)):
+        if message is None:   # validation searched at width 30: a held-out run at 100 is another search
+            write_eval(adapter / "eval-val", [(10.0, 15.0, 30.0)] * 10, base="smol", search_width=30, overwrite=True)
+            message = "searched otherwise than"
         assert main(["--adapter", str(adapter), "--held-out", str(a), str(bad)]) == 2
         assert message in capsys.readouterr().err
 
@@ -161,6 +166,32 @@ def test_predict_widens_by_the_stored_margin_unless_told_not_to(adapter, capsys)
     (low, high), (wlow, whigh) = interval_of(raw_line), interval_of(wide_line)
     assert (wlow, whigh) == pytest.approx((low / 2, high * 2), abs=0.01)
     assert "widened x2.00 as calibrated on validation" in wide_line and off_line == raw_line
+
+
+def test_a_margin_fitted_on_another_search_is_said(tmp_path, adapter, capsys):
+    """The fit records the search it was fitted on; a run that searches otherwise says so (and still widens)."""
+    folder = tmp_path / "fit"
+    folder.mkdir()
+    write_eval(folder / "eval-val", [(10.0 * (i + 1), 15.0 * (i + 1), 30.0 * (i + 1)) for i in range(10)],
+               search_width=3, search_digits=2, search_accounting="none")
+    assert main(["--adapter", str(folder)]) == 0
+    saved = json.loads((folder / FILE).read_text())
+    assert (saved["search_width"], saved["search_digits"], saved["search_accounting"]) == (3, 2, "none")
+    common = ["--adapter", str(adapter), "--text", "Cordless drill", "--bits", "16", "--search-digits", "2"]
+    capsys.readouterr()
+    (adapter / FILE).write_text(json.dumps(saved))
+    try:
+        assert predict.main(common + ["--search-width", "3"]) == 0
+        assert "not calibrated" not in capsys.readouterr().err
+        assert predict.main(common + ["--search-width", "4"]) == 0
+        err = capsys.readouterr().err
+        (adapter / FILE).write_text(json.dumps({"margin": saved["margin"]}))   # a file from before the fields
+        assert predict.main(common + ["--search-width", "4"]) == 0
+        assert "not calibrated" not in capsys.readouterr().err
+    finally:
+        (adapter / FILE).unlink()
+    assert f"note: the interval margin in {adapter}/{FILE} was fitted on a search with search width 3, now 4: " \
+           "these 80% intervals are not calibrated for this search" in err
 
 
 @pytest.mark.parametrize("name", ["smollm2-135m-pricer", "gemma3-270m-pricer"])
