@@ -37,6 +37,7 @@ from typing import Any, Sequence
 from evaluation import (add_model_options, load_model, model_name, pick_items, provenance, resolve_base,
                         with_run_defaults, write_report)
 from predictors import ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, point_estimate, price_distributions, search_record
+from predictors.expected import interval
 from predictors.digit_search import ACCOUNTING
 from utils.atomic import atomic_write
 
@@ -151,8 +152,14 @@ def report_for(out: Path, saved: dict, how: str, split: str) -> dict:
     record = {**saved["record"], "estimate": how}
     name, width = record["name"], record["search_width"]
     guesses = [point_estimate(d, how) for d in saved["dists"]]
+    # The raw 80% intervals (record: interval_margin 0) and, where the search's mass is the distribution's own
+    # (no accounting), each item's mass: the columns evaluate.py writes, for calibration and bench.interval_transfer.
+    intervals = [interval(d) for d in saved["dists"]]
+    masses = ([sum(d.values()) for d in saved["dists"]] if record.get("search_accounting", "none") == "none"
+              else None)
     return write_report(out / f"{name}-w{width}-{how}-{split}", saved["titles"], saved["truths"], guesses,
-                        record, f"{name} w{width} {how} ({split})")
+                        record, f"{name} w{width} {how} ({split})",
+                        intervals=[iv if None not in iv else None for iv in intervals], masses=masses)
 
 
 def format_table(reports: Sequence[dict]) -> str:

@@ -12,8 +12,9 @@ import bench.estimators as est
 import evaluate as ev
 from conftest import write_items
 from evaluation import compute_metrics, load_model, pick_items, predictor_from_args
-from evaluation.report import cents
+from evaluation.report import cents, cents_interval, read_predictions
 from predictors import ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, point_estimate, price_distributions
+from predictors.expected import interval
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +122,15 @@ def test_bench_smoke_matches_evaluate(tiny_llama_dir, items_file, tmp_path, caps
         saved = est.load_distributions(out / f"{name}-w{width}-{split}.dists.json.gz")
         assert all(0 < len(d) <= width * 2 and all(isinstance(v, int) for v in d) for d in saved["dists"])
         guesses = [point_estimate(d, how) for d in saved["dists"]]
-        metrics = compute_metrics(saved["truths"], [cents(g) for g in guesses])
+        metrics = compute_metrics(saved["truths"], [cents(g) for g in guesses],
+                                  intervals=[cents_interval(interval(d)) for d in saved["dists"]])
         assert {k: report[k] for k in metrics} == metrics   # JSON keeps floats exactly
         assert guesses_of(folder) == pytest.approx([round(g, 2) for g in guesses])
         assert report["search_mass"] == pytest.approx(sum(sum(d.values()) for d in saved["dists"]) / n)
+        # Each row carries the raw interval and the mass, as evaluate.py's rows do (calibration reads them)
+        rows_csv = read_predictions(folder)
+        assert [(r["low"], r["high"]) for r in rows_csv] == [interval(d) for d in saved["dists"]]
+        assert [r["mass"] for r in rows_csv] == pytest.approx([sum(d.values()) for d in saved["dists"]], abs=5e-5)
     # The three moments really differ on these distributions (else the table would compare nothing); hit
     # may equal one of them: it is the log-mean wherever that is one of the likeliest hits.
     assert len({rows[3, h, "pool"][1] for h in ("mean", "log-mean", "median")}) == 3
