@@ -37,7 +37,7 @@ from typing import Any, Sequence
 from evaluation import (add_model_options, load_model, model_name, pick_items, provenance, resolve_base,
                         with_run_defaults, write_report)
 from predictors import ESTIMATES, SEARCH_DIGITS, SEARCH_WIDTH, point_estimate, price_distributions, search_record
-from predictors.expected import interval
+from predictors.expected import INTERVAL, interval
 from predictors.digit_search import ACCOUNTING
 from utils.atomic import atomic_write
 
@@ -149,7 +149,7 @@ def measure(model: Any, tokenizer: Any, args: argparse.Namespace, base: str, spl
 
 def report_for(out: Path, saved: dict, how: str, split: str) -> dict:
     """Write the evaluate.py report folder of one estimate over saved distributions; return the report."""
-    record = {**saved["record"], "estimate": how}
+    record = {**saved["record"], "estimate": how, "interval_quantiles": list(INTERVAL), "interval_margin": 0.0}
     name, width = record["name"], record["search_width"]
     guesses = [point_estimate(d, how) for d in saved["dists"]]
     # The raw 80% intervals (record: interval_margin 0) and, where the search's mass is the distribution's own

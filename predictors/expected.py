@@ -22,6 +22,9 @@ from predictors.interval_margin import FILE, load_calibration, search_mismatch, 
 from predictors.registry import register
 
 ESTIMATES = ("mean", "log-mean", "median", "hit")
+# The default estimate: the log-mean minimises the expected squared log error (RMSLE's); against the mean it leans less
+# at cheap prices and scores no worse on any split (bench/RESULTS.md, "Search width and point estimate").
+ESTIMATE = "log-mean"
 INTERVAL = (0.1, 0.9)     # the quantiles of the stated interval: the central 80% of the distribution
 
 
@@ -115,7 +118,7 @@ def interval(dist: dict[int, float], quantiles: tuple[float, float] = INTERVAL) 
 
 
 def predict_expected(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 16,
-                     how: str = "mean", **search: Any) -> list[float | None]:
+                     how: str = ESTIMATE, **search: Any) -> list[float | None]:
     """The `how` point estimate per prompt of the model's distribution (see `price_distributions`)."""
     return [point_estimate(d, how) for d in price_distributions(model, tokenizer, prompts, batch_size, **search)]
 
@@ -127,7 +130,7 @@ class ExpectedPredictor(Predictor):
     name = "expected"
     flags = ("--estimate", "--search-width", "--search-digits", "--search-accounting", "--interval-calibration")
 
-    def __init__(self, estimate: str = "mean", search_width: int = SEARCH_WIDTH, search_digits: int = SEARCH_DIGITS,
+    def __init__(self, estimate: str = ESTIMATE, search_width: int = SEARCH_WIDTH, search_digits: int = SEARCH_DIGITS,
                  accounting: str = "none", interval_margin: float = 0.0):
         if estimate not in ESTIMATES:
             raise ValueError(f"unknown estimate {estimate!r}: pick one of {', '.join(ESTIMATES)}")
@@ -146,11 +149,13 @@ class ExpectedPredictor(Predictor):
         """--estimate, --search-width, --search-digits, --search-accounting (unset: None, so that other
         predictors can refuse them)."""
         parser.add_argument("--estimate", choices=ESTIMATES,
-                            help="the distribution's point estimate (default mean)")
+                            help=f"the distribution's point estimate (default {ESTIMATE})")
         parser.add_argument("--search-width", type=int,
-                            help=f"digit tokenizers: prefixes kept per digit (default {SEARCH_WIDTH})")
+                            help=f"digit tokenizers: prefixes kept per digit (default: the width the adapter's interval "
+                                 f"margin was fitted at, else {SEARCH_WIDTH})")
         parser.add_argument("--search-digits", type=int,
-                            help=f"digit tokenizers: digits of the longest price (default {SEARCH_DIGITS})")
+                            help=f"digit tokenizers: digits of the longest price (default: as the margin was fitted, else "
+                                 f"{SEARCH_DIGITS})")
         parser.add_argument("--search-accounting", choices=ACCOUNTING,
                             help="digit tokenizers: give the mass the search prunes back to prices of its length "
                                  "(by-length), to the middle of each pruned prefix's range (by-prefix: padded answers "
@@ -170,8 +175,12 @@ class ExpectedPredictor(Predictor):
         # The margin beside the adapter; without one, beside a --base folder (a merged export carries its adapter's).
         folder = getattr(args, "adapter", None) or getattr(args, "base", None)
         fit = load_calibration(folder) if calibrate else None
-        predictor = cls(args.estimate or "mean", args.search_width or SEARCH_WIDTH, args.search_digits or SEARCH_DIGITS,
-                        getattr(args, "search_accounting", None) or "none", fit["margin"] if fit else 0.0)
+        # Unset search options take the search the margin was fitted on, so that its intervals stay calibrated.
+        fitted = fit or {}
+        predictor = cls(args.estimate or ESTIMATE, args.search_width or fitted.get("search_width") or SEARCH_WIDTH,
+                        args.search_digits or fitted.get("search_digits") or SEARCH_DIGITS,
+                        getattr(args, "search_accounting", None) or fitted.get("search_accounting") or "none",
+                        fit["margin"] if fit else 0.0)
         differ = search_mismatch(fit, predictor.record())
         if differ:
             print(f"note: the interval margin in {folder}/{FILE} was fitted on a search with {differ}: these 80% "

@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from predictors.digit_search import ACCOUNTING
+
 FILE = "interval_calibration.json"
 
 
@@ -44,6 +46,13 @@ def _checked(path: Path, record: dict) -> float:
     n = record.get("n")
     if "n" in record and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise CalibrationError(f"{path}: n is {n!r:.40}, not a positive count of items; {REFIT}")
+    for key in ("search_width", "search_digits"):
+        value = record.get(key)
+        if key in record and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise CalibrationError(f"{path}: {key} is {value!r:.40}, not a positive whole number; {REFIT}")
+    if "search_accounting" in record and record["search_accounting"] not in ACCOUNTING:
+        raise CalibrationError(f"{path}: search_accounting is {record['search_accounting']!r:.40}, not one of "
+                               f"{', '.join(ACCOUNTING)}; {REFIT}")
     margin = record["margin"]
     if not _is_number(margin):
         raise CalibrationError(f"{path}: margin is {margin!r:.40}, not a finite log margin; {REFIT}")

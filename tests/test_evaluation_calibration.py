@@ -11,7 +11,7 @@ import pytest
 import predict
 from evaluation.calibration import coverage_of, fit_margin, fit_worst_case, main, scores
 from lora import LoRAConfig, inject_lora, save_adapter
-from predictors.interval_margin import FILE, CalibrationError, load_margin
+from predictors.interval_margin import FILE, SEARCH_KEYS, CalibrationError, load_margin
 
 
 def test_scores_are_log_distances_outside_the_interval():
@@ -206,4 +206,36 @@ def test_shipped_calibrations_refit_from_their_validation_reports(name):
     assert report["split"] == "val" and len(truths) == 657
     margin = fit_margin(truths, intervals)
     assert load_margin(adapter) == pytest.approx(margin, abs=1e-12)
+    # ... fitted on the search that report ran, which an unset --search-width then takes
+    stored = json.loads((adapter / FILE).read_text())
+    assert {k: stored[k] for k in SEARCH_KEYS} == {k: report[k] for k in SEARCH_KEYS}
     assert coverage_of(truths, intervals, margin) >= 0.8 > coverage_of(truths, intervals)
+
+
+def test_unset_search_options_take_the_fitted_search(tmp_path, capsys):
+    """A margin holds for the search it was fitted on: --search-width/--search-digits/--search-accounting left unset
+    take the fitted ones; set, they win (and the note says the intervals are not calibrated)."""
+    import argparse
+
+    from predictors.digit_search import SEARCH_DIGITS, SEARCH_WIDTH
+    from predictors.expected import ExpectedPredictor
+
+    (tmp_path / FILE).write_text(json.dumps({"margin": 0.3, "search_width": 7, "search_digits": 3,
+                                             "search_accounting": "by-length"}))
+
+    def predictor(**given):
+        options = {"adapter": str(tmp_path), "estimate": None, "search_width": None, "search_digits": None,
+                   "search_accounting": None, "interval_calibration": None, **given}
+        return ExpectedPredictor.from_args(argparse.Namespace(**options))
+
+    fitted = predictor()
+    assert (fitted.search_width, fitted.search_digits, fitted.accounting, fitted.interval_margin) == (
+        7, 3, "by-length", 0.3)
+    assert "not calibrated" not in capsys.readouterr().err
+    assert predictor(search_width=12).search_width == 12 and "search width 7, now 12" in capsys.readouterr().err
+    off = predictor(interval_calibration="off")   # no margin used: the global defaults, nothing to say
+    assert (off.search_width, off.search_digits, off.interval_margin) == (SEARCH_WIDTH, SEARCH_DIGITS, 0.0)
+    for bad in ({"search_width": 0}, {"search_width": "7"}, {"search_digits": True}, {"search_accounting": "all"}):
+        (tmp_path / FILE).write_text(json.dumps({"margin": 0.3, **bad}))
+        with pytest.raises(CalibrationError, match=next(iter(bad))):
+            predictor()

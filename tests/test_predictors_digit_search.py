@@ -43,7 +43,7 @@ def test_expected_digits_by_hand(request, family):
         for value, p in DIGIT_DIST.items():
             assert dist[value] == pytest.approx(p, rel=1e-5, abs=1e-9)
     expected = (0.3 * 1 + 0.2 * 15 + 0.27 * 2 + 0.015 * 23 + 0.0075 * 233 + 0.00375 * 2333) / DIGIT_MASS
-    guesses = predict_expected(model, tiny_tokenizer, PROMPTS, batch_size=2)
+    guesses = predict_expected(model, tiny_tokenizer, PROMPTS, batch_size=2, how="mean")
     assert guesses == pytest.approx([expected] * 3, rel=1e-5)
     assert expected == pytest.approx(16.38075, rel=1e-5)
     log_mean = math.expm1(sum(p * math.log1p(v) for v, p in DIGIT_DIST.items()) / DIGIT_MASS)
@@ -96,7 +96,7 @@ def test_padded_answers_by_hand(request, family):
     with pytest.warns(PaddedAnswersWarning, match=r"after a leading 0 \(probability 1.00"):
         (plain,) = price_distributions(model, tiny_tokenizer, PROMPTS[:1])
     assert plain == {}
-    predictions = ExpectedPredictor().predict(PROMPTS[:2], model=model, tokenizer=tiny_tokenizer, answer_width=4)
+    predictions = ExpectedPredictor("mean").predict(PROMPTS[:2], model=model, tokenizer=tiny_tokenizer, answer_width=4)
     assert [p.price for p in predictions] == pytest.approx([(0.21 + 2 * 0.35 + 15 * 0.27) / 0.83] * 2, rel=1e-5)
     assert [p.mass for p in predictions] == pytest.approx([0.83] * 2, rel=1e-5)
 
@@ -136,9 +136,9 @@ def test_expected_triples_by_hand(tiny_llama3, tiny_tokenizer3):
     table = {dollar_id(tok): {token_id(tok, "120"): 0.5, token_id(tok, "80"): 0.3, token_id(tok, "7"): 0.1,
                               tok.eos_token_id: 0.1}}
     model = make_bigram(tiny_llama3, table)
-    guesses = predict_expected(model, tok, PROMPTS, batch_size=2)
+    guesses = predict_expected(model, tok, PROMPTS, batch_size=2, how="mean")
     assert guesses == pytest.approx([(120 * 0.5 + 80 * 0.3 + 7 * 0.1) / 0.9] * 3, rel=1e-5)
-    guesses = predict_expected(model, tok, PROMPTS[:1], top_k=2)
+    guesses = predict_expected(model, tok, PROMPTS[:1], top_k=2, how="mean")
     assert guesses == pytest.approx([(120 * 0.5 + 80 * 0.3) / 0.8], rel=1e-5)
 
 
