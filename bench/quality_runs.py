@@ -2,11 +2,13 @@
 
 On the pool split, then once with each source held out (leave-one-source-out, `--data.holdout_source S`), all
 trainings at once; each adapter (its best epoch's when the run kept one) is then scored by evaluate.py's expected
-price (search width 30): the pool-split adapter on validation, the pool test split and the balanced 400; each
+price (--search-width and --estimate; the committed quality table used 30 and mean, today's defaults are
+predictors' SEARCH_WIDTH and ESTIMATE): the pool-split adapter on validation, the pool test split and the balanced 400; each
 held-out adapter on every listing of its source. `--stack reference` trains with the reference stack
 (bench.reference_train: peft, HF loss) instead of train.py; `--base MODEL` trains nothing and scores the base.
 
     python -m bench.quality_runs --config configs/smollm2-135m-pricer.yaml --name smol-w4 --out R
+    python -m bench.quality_runs ... --search-width 30 --estimate mean     # as the committed quality table
     python -m bench.quality_runs --config configs/gemma3-270m-pricer.yaml --name gemma-ref --stack reference --out R
     python -m bench.quality_runs --base smollm2-135m --name smol-base --out R
     python -m bench.quality_runs ... -- --train.epochs 6 --train.keep_best val_rmsle   # overrides after --
@@ -21,6 +23,9 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from predictors.digit_search import SEARCH_WIDTH
+from predictors.expected import ESTIMATE, ESTIMATES
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("mixed", "musical-appliances")
@@ -50,7 +55,8 @@ def train(args: argparse.Namespace, name: str, extra: list[str]) -> Path | None:
 def score(args: argparse.Namespace, report: str, model: list[str], extra: list[str]) -> bool:
     """evaluate.py's expected price on one split, into R/eval/REPORT."""
     cmd = [sys.executable, "evaluate.py", *model, "--data", args.data, "--predictor", "expected", "--batch-size", "64",
-           "--out", str(args.out / "eval" / report), *extra]
+           "--search-width", str(args.search_width), "--estimate", args.estimate, "--out", str(args.out / "eval" / report),
+           *extra]
     return run(cmd, args.out / f"eval-{report}.log", args.eval_s)
 
 
@@ -80,6 +86,8 @@ def main() -> None:
     ap.add_argument("--stack", choices=("pricer", "reference"), default="pricer", help="who trains")
     ap.add_argument("--data", default="data/amazon-prices")
     ap.add_argument("--sources", nargs="*", default=list(SOURCES), help="sources to hold out, one run each")
+    ap.add_argument("--search-width", type=int, default=SEARCH_WIDTH, help="evaluate.py's (default %(default)s)")
+    ap.add_argument("--estimate", choices=ESTIMATES, default=ESTIMATE, help="evaluate.py's (default %(default)s)")
     ap.add_argument("--train-s", type=int, default=900, help="time limit of each training, seconds")
     ap.add_argument("--eval-s", type=int, default=300, help="time limit of each evaluation, seconds")
     ap.add_argument("overrides", nargs="*", help="after --: config overrides for every training")

@@ -262,7 +262,9 @@ def append_to_model_card(adapter: str | os.PathLike, report: dict) -> Path | Non
     lines = [f"### {report.get('time', '')[:10]}: {report.get('split')} split of {data}, {report['n']:,} items"
              + (f" ({report['sample']} sample)" if report.get("limit") else ""),
              f"predictor {report.get('predictor')}" + (f", estimate {report['estimate']}" if "estimate" in report
-                                                        else "") + f", device {report.get('device')}", "",
+                                                        else "")
+             + (f", search width {report['search_width']}" if report.get("search_width") else "")
+             + f", device {report.get('device')}", "",
              "| metric | value |", "|---|---|", f"| RMSLE | {report['rmsle']:.3f} |",
              f"| hit rate | {report['hit_rate'] * 100:.1f}% |", f"| average error | ${report['avg_error']:,.2f} |",
              f"| failures | {report['failures']:,} |"]
