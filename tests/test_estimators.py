@@ -58,7 +58,7 @@ def test_expected_flags_land_in_report(tiny_llama_dir, items_file, tmp_path, cap
 
 def test_expected_flags_default(items_file):
     args = ev.parse_args(["--base", "b", "--data", str(items_file), "--predictor", "expected", "--out", "o"])
-    assert predictor_from_args(args).record() == {"estimate": "log-mean", "search_width": SEARCH_WIDTH,
+    assert predictor_from_args(args).record() == {"estimate": "mean", "search_width": SEARCH_WIDTH,
                                                   "search_digits": SEARCH_DIGITS, "search_accounting": "none",
                                                   "interval_quantiles": [0.1, 0.9], "interval_margin": 0.0}
     assert (SEARCH_WIDTH, SEARCH_DIGITS) == (100, 4)  # README and RESULTS.md quote these

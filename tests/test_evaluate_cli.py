@@ -566,7 +566,7 @@ def test_report_provenance_model_card_and_run_name(tiny_llama_dir, items_file, t
     with pytest.raises(SystemExit):
         ev.parse_args(["--base", "b", "--data", "d", "--out", "o", "--update-card"])   # no adapter to write into
     assert "interval coverage" in card and "all split of" in card
-    assert f"predictor expected, estimate log-mean, search width {report['search_width']}, device" in card
+    assert f"predictor expected, estimate mean, search width {report['search_width']}, device" in card
     shutil.copytree(run / "adapter", run / "adapter-best")
     from evaluation import model_name
 
