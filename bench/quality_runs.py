@@ -2,9 +2,9 @@
 
 On the pool split, then once with each source held out (leave-one-source-out, `--data.holdout_source S`), all
 trainings at once; each adapter (its best epoch's when the run kept one) is then scored by evaluate.py's expected
-price (--search-width and --estimate; the committed quality table used 30 and mean, today's defaults are
-predictors' SEARCH_WIDTH and ESTIMATE): the pool-split adapter on validation, the pool test split and the balanced 400; each
-held-out adapter on every listing of its source. `--stack reference` trains with the reference stack
+price (--search-width and --estimate; the committed quality table used 30 and mean, the defaults are
+predictors' SEARCH_WIDTH and ESTIMATE): the pool-split adapter on validation, the pool test split and the
+balanced 400; each held-out adapter on every listing of its source. `--stack reference` trains with the reference stack
 (bench.reference_train: peft, HF loss) instead of train.py; `--base MODEL` trains nothing and scores the base.
 
     python -m bench.quality_runs --config configs/smollm2-135m-pricer.yaml --name smol-w4 --out R
@@ -55,8 +55,8 @@ def train(args: argparse.Namespace, name: str, extra: list[str]) -> Path | None:
 def score(args: argparse.Namespace, report: str, model: list[str], extra: list[str]) -> bool:
     """evaluate.py's expected price on one split, into R/eval/REPORT."""
     cmd = [sys.executable, "evaluate.py", *model, "--data", args.data, "--predictor", "expected", "--batch-size", "64",
-           "--search-width", str(args.search_width), "--estimate", args.estimate, "--out", str(args.out / "eval" / report),
-           *extra]
+           "--search-width", str(args.search_width), "--estimate", args.estimate,
+           "--out", str(args.out / "eval" / report), *extra]
     return run(cmd, args.out / f"eval-{report}.log", args.eval_s)
 
 

@@ -162,8 +162,9 @@ def fit_held_out(adapter: str | Path, predictions: str | Path, held_out: Sequenc
                                    f"{report['base']} one; pass held-out runs of the adapter's own recipe")
         differ = search_mismatch(group[2], report)
         if differ:
-            raise CalibrationError(f"{folder}: searched otherwise than {predictions} ({differ.replace('now', 'there')}); "
-                                   "evaluate the held-out sources with the validation run's search settings")
+            raise CalibrationError(f"{folder}: searched otherwise than {predictions} "
+                                   f"({differ.replace('now', 'there')}); evaluate the held-out sources with the "
+                                   "validation run's search settings")
         groups.append(group)
     margin, worst = fit_worst_case([(t, iv) for t, iv, _ in groups], coverage)
     record = _record(margin=margin, coverage=coverage, truths=truths, intervals=intervals, report=report,

@@ -22,7 +22,8 @@ from predictors.batching import inference, left_padded_batches, model_device, pr
 ACCOUNTING = ("none", "by-length", "by-prefix")
 # The digit search's defaults, top_m and max_digits: the width trades time for covered mass. At 100 the median item
 # has at least 80% of its probability searched on validation and on sources the model never saw (30: 54-76% there),
-# at no cost in items/s on a GPU and 45% fewer on a CPU (bench/RESULTS.md, "Search width and point estimate").
+# at no cost in items/s on a GPU and 45% fewer on a CPU (bench/RESULTS.md, "Search width, point estimate and
+# intervals").
 SEARCH_WIDTH, SEARCH_DIGITS = 100, 4
 
 

@@ -152,11 +152,11 @@ class ExpectedPredictor(Predictor):
         parser.add_argument("--estimate", choices=ESTIMATES,
                             help=f"the distribution's point estimate (default {ESTIMATE})")
         parser.add_argument("--search-width", type=int,
-                            help=f"digit tokenizers: prefixes kept per digit (default: the width the adapter's interval "
-                                 f"margin was fitted at, else {SEARCH_WIDTH})")
+                            help="digit tokenizers: prefixes kept per digit (default: the width the adapter's "
+                                 f"interval margin was fitted at, else {SEARCH_WIDTH})")
         parser.add_argument("--search-digits", type=int,
-                            help=f"digit tokenizers: digits of the longest price (default: as the margin was fitted, else "
-                                 f"{SEARCH_DIGITS})")
+                            help="digit tokenizers: digits of the longest price (default: as the margin was "
+                                 f"fitted, else {SEARCH_DIGITS})")
         parser.add_argument("--search-accounting", choices=ACCOUNTING,
                             help="digit tokenizers: give the mass the search prunes back to prices of its length "
                                  "(by-length), to the middle of each pruned prefix's range (by-prefix: padded answers "
