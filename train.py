@@ -52,21 +52,21 @@ def add_adapter(model: torch.nn.Module, cfg: Config, checkpoint: Path | None, la
     sharding it (training.parallel.ShardWhileLoading): a checkpoint's weights go into its slices,
     and it becomes trainable.
     """
-    lora_config = lora_config_of(cfg)
+    lora_config = saved = lora_config_of(cfg)
     if lora_layers(model):
-        saved = load_adapter_values(model, checkpoint / "adapter") if checkpoint else lora_config
+        if checkpoint:
+            saved = load_adapter_values(model, checkpoint / "adapter")
         for p in lora_parameters(model):
             p.requires_grad_(True)
     elif checkpoint is None:
         check_projections(model, lora_config.target_modules)  # names the model's Linear layers if none match
         inject_lora(model, lora_config, layer_class)
-        saved = lora_config
     else:
         saved = load_adapter(model, checkpoint / "adapter", layer_class)
-        keys = ("r", "alpha", "dropout", "use_rslora", "use_dora")
-        if any(getattr(saved, k) != getattr(lora_config, k) for k in keys):
-            raise ConfigError(f"checkpoint {checkpoint} has LoRA " + ", ".join(f"{k}={getattr(saved, k)}" for k in keys)
-                              + "; resume with the same lora settings")
+    keys = ("r", "alpha", "dropout", "use_rslora", "use_dora")
+    if any(getattr(saved, k) != getattr(lora_config, k) for k in keys):
+        raise ConfigError(f"checkpoint {checkpoint} has LoRA " + ", ".join(f"{k}={getattr(saved, k)}" for k in keys)
+                          + "; resume with the same lora settings")
     check_trainable(model)
 
 

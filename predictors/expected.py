@@ -181,7 +181,7 @@ class ExpectedPredictor(Predictor):
         predictor = cls(args.estimate or ESTIMATE, args.search_width or fitted.get("search_width") or SEARCH_WIDTH,
                         args.search_digits or fitted.get("search_digits") or SEARCH_DIGITS,
                         getattr(args, "search_accounting", None) or fitted.get("search_accounting") or "none",
-                        fit["margin"] if fit else 0.0)
+                        fitted.get("margin", 0.0))
         differ = search_mismatch(fit, predictor.record())
         if differ:
             print(f"note: the interval margin in {folder}/{FILE} was fitted on a search with {differ}: these 80% "
