@@ -31,11 +31,17 @@ from predictors.interval_margin import widen
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ("val", "pool", "balanced")
-RECIPES = {"smol-w4": "SmolLM2 135M, shipped recipe (answers padded to 4 digits)",
-           "gemma-lr2e-4": "Gemma 3 270M, shipped recipe",
-           "gemma-w4": "Gemma 3 270M, answers padded to 4 digits (not shipped)"}
-# The shipped Gemma adapter's validation, pool and balanced predictions live beside it, not under ROOT.
-FOLDERS = tuple(f"gemma-lr2e-4:{s}=adapters/gemma3-270m-pricer/eval-{s}" for s in SPLITS)
+RECIPES = {"smol-w100": "SmolLM2 135M, shipped recipe (answers padded to 4 digits), search width 100",
+           "gemma-w100": "Gemma 3 270M, shipped recipe, search width 100",
+           "smol-w4": "SmolLM2 135M, shipped recipe, search width 30 (2026-12-02)",
+           "gemma-lr2e-4": "Gemma 3 270M, shipped recipe, search width 30 (2026-12-02)",
+           "gemma-w4": "Gemma 3 270M, answers padded to 4 digits (not shipped), search width 30"}
+# The shipped adapters' validation, pool and balanced predictions (today's search) live beside them, and the held-out
+# adapters' at the same search in bench/results/search-width, not under ROOT.
+SHIPPED = {"smol-w100": "adapters/smollm2-135m-pricer", "gemma-w100": "adapters/gemma3-270m-pricer"}
+FOLDERS = tuple([f"{recipe}:{s}={adapter}/eval-{s}" for recipe, adapter in SHIPPED.items() for s in SPLITS]
+                + [f"{recipe}:loso-{source}=bench/results/search-width/{recipe}-loso-{source}"
+                   for recipe in SHIPPED for source in ("mixed", "musical-appliances")])
 # The metrics' buckets, $300-1000 and >=$1000 as one: the held-out sources have no listing at $1000 or more.
 TRUST_BUCKETS = BUCKETS[:4] + (("$300+", BUCKETS[4][1], math.inf),)
 TOLERANCE = 0.05
