@@ -1,7 +1,8 @@
 """The quality table on every split, printed from the committed reports: both embedded models (base,
 reference stack, pricer) and TF-IDF + ridge on the pool and balanced test splits and on each held-out
-source. The reports are evaluate.py's (and bench.ridge's) folders in bench/results/quality/ and the shipped
-adapters' eval-* folders; nothing is trained or priced again.
+source. The reports are evaluate.py's (and bench.ridge's) folders in bench/results/quality/, all at search width 30
+and the mean (the defaults until 2026-12-06; the shipped adapters' eval-* folders hold today's search, and
+`python -m bench.interval_transfer` reads those); nothing is trained or priced again.
 
     python -m bench.quality_table              # RMSLE / hit rate, one row per model (bench/RESULTS.md)
     python -m bench.quality_table --long       # one line per report: lean, interval coverage, vs ridge
@@ -24,8 +25,6 @@ from bench.results_table import bucket_table, long_table, matrix, parse_entries,
 
 ROOT = Path(__file__).resolve().parent.parent
 D = "bench/results/quality"
-S = "adapters/smollm2-135m-pricer"
-G = "adapters/gemma3-270m-pricer"
 SPLITS = ("pool", "balanced", "loso-mixed", "loso-musical-appliances")
 HELD_OUT = SPLITS[2:]
 SHIPPED_SMOL = "SmolLM2 pricer, answer padded (shipped)"
@@ -36,8 +35,7 @@ def main_rows() -> list[str]:
     rows = [f"SmolLM2 base={D}/smol-base-{s}" for s in SPLITS]
     rows += [f"SmolLM2 reference stack (peft), unpadded recipe={D}/smol-ref-{s}" for s in SPLITS]
     rows += [f"SmolLM2 pricer, unpadded recipe={D}/smol-pricer-{s}" for s in SPLITS]
-    rows += [f"{SHIPPED_SMOL}={S}/eval-pool", f"{SHIPPED_SMOL}={S}/eval-balanced"]
-    rows += [f"{SHIPPED_SMOL}={D}/smol-w4-{s}" for s in HELD_OUT]
+    rows += [f"{SHIPPED_SMOL}={D}/smol-w4-{s}" for s in SPLITS]
     rows += [f"Gemma 3 270M base={D}/gemma-base-{s}" for s in SPLITS]
     rows += [f"Gemma 3 270M reference stack (peft)={D}/gemma-ref-{s}" for s in SPLITS]
     rows += [f"Gemma 3 270M pricer={D}/gemma-lr2e-4-{s}" for s in SPLITS]
@@ -52,8 +50,7 @@ def recipe_rows() -> list[str]:
                        ("r64lr2", "rank 64, lr 2e-4")):
         rows += [f"SmolLM2 {label}={D}/smol-{run}-{s}" for s in ("val",) + SPLITS
                  if (ROOT / D / f"smol-{run}-{s}").is_dir()]
-    rows += [f"Gemma shipped (QLoRA, lr 2e-4)={G}/eval-val"]
-    rows += [f"Gemma shipped (QLoRA, lr 2e-4)={D}/gemma-lr2e-4-{s}" for s in SPLITS]
+    rows += [f"Gemma shipped (QLoRA, lr 2e-4)={D}/gemma-lr2e-4-{s}" for s in ("val",) + SPLITS]
     for run, label in (("bf16", "16-bit base"), ("e4best", "4 epochs, best epoch kept"),
                        ("w4", "answer padded to 4 digits")):
         rows += [f"Gemma {label}={D}/gemma-{run}-{s}" for s in ("val",) + SPLITS]
@@ -62,8 +59,6 @@ def recipe_rows() -> list[str]:
 
 def shipped(split: str) -> tuple[str, str, str]:
     """(SmolLM2 shipped, Gemma shipped, SmolLM2 unpadded) report folders of a split; held out: trained without it."""
-    if split in ("val", "pool", "balanced"):
-        return f"{S}/eval-{split}", f"{G}/eval-{split}", f"{D}/smol-pricer-{split}"
     return f"{D}/smol-w4-{split}", f"{D}/gemma-lr2e-4-{split}", f"{D}/smol-pricer-{split}"
 
 
@@ -97,9 +92,8 @@ def paired() -> None:
 
 def blend() -> None:
     """The unpadded SmolLM2 recipe and Gemma's, geometric mean of the two guesses, on every split."""
-    pairs = [("validation", f"{D}/smol-pricer-val", f"{G}/eval-val"),
-             ("pool", f"{D}/smol-pricer-pool", f"{G}/eval-pool"),
-             ("balanced", f"{D}/smol-pricer-balanced", f"{G}/eval-balanced")]
+    pairs = [(name, f"{D}/smol-pricer-{s}", f"{D}/gemma-lr2e-4-{s}")
+             for name, s in (("validation", "val"), ("pool", "pool"), ("balanced", "balanced"))]
     pairs += [(f"held-out-{s[5:]}", f"{D}/smol-pricer-{s}", f"{D}/gemma-lr2e-4-{s}") for s in HELD_OUT]
     args = [a for name, first, second in pairs for a in ("--split", name, first, second)]
     subprocess.run([sys.executable, "-m", "bench.blend", "--weights", "0,0.5,1", *args], cwd=ROOT, check=True)
