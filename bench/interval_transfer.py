@@ -8,8 +8,8 @@ distance from the nominal coverage (calibration.fit_worst_case, what `python -m 
 --tolerance of nominal; and by truth price bucket, on pool and each held-out source, the lean (mean
 ln(guess / truth)), the coverage at the validation margin and at the worst-case one, and the hit rate.
 
-    python -m bench.interval_transfer                          # the shipped recipes and Gemma's padded one
-    python -m bench.interval_transfer --recipe smol-w4 --root bench/results/quality
+    python -m bench.interval_transfer                          # the shipped recipes at width 100, then 30
+    python -m bench.interval_transfer --recipe smol-w100 gemma-w100  # what the shipped margins are fitted from
     python -m bench.interval_transfer --recipe mine --folder mine:val=runs/mine/eval-val
 
 A recipe's folders are ROOT/RECIPE-SPLIT for SPLIT in val, pool, balanced, loso-<source> (those that hold a

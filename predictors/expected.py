@@ -162,9 +162,9 @@ class ExpectedPredictor(Predictor):
                                  "(by-length), to the middle of each pruned prefix's range (by-prefix: padded answers "
                                  "only) or leave it out (none, the default)")
         parser.add_argument("--interval-calibration", choices=("auto", "off"),
-                            help="auto (default): widen the interval by the margin fitted on validation and stored "
-                                 "beside the adapter (python -m evaluation.calibration), if there is one; off: the "
-                                 "model's raw 10%%-90%% quantiles")
+                            help="auto (default): widen the interval by the margin stored beside the adapter (fitted "
+                                 "on validation or leave-one-source-out by python -m evaluation.calibration), if "
+                                 "there is one; off: the model's raw 10%%-90%% quantiles")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExpectedPredictor:
