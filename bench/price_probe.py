@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from bench.estimators import SPLITS, split_args, split_of
-from evaluation import add_model_options, load_model, model_name, pick_items, provenance, resolve_base, \
-    with_run_defaults, write_report
+from evaluation import add_model_options, compute_metrics, load_model, model_name, pick_items, provenance, \
+    resolve_base, with_run_defaults, write_report
 from utils.atomic import atomic_write_text
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
@@ -103,17 +102,13 @@ class RidgeHead:
         return [max(0.01, float(v)) for v in np.expm1(logs)]
 
 
-def rmsle(truths: Sequence[float], guesses: Sequence[float]) -> float:
-    return math.sqrt(sum((math.log1p(g) - math.log1p(t)) ** 2 for t, g in zip(truths, guesses)) / len(truths))
-
-
 def choose(train: tuple[Any, list[float]], val: tuple[Any, list[float]], alphas: Sequence[float]) -> tuple:
     """(head, {alpha: validation RMSLE}): the head of the penalty with the lowest validation RMSLE."""
     scored = {}
     best = None
     for alpha in sorted(alphas):
         head = RidgeHead(train[0], train[1], alpha)
-        scored[alpha] = rmsle(val[1], head.predict(val[0]))
+        scored[alpha] = compute_metrics(val[1], head.predict(val[0]))["rmsle"]
         if best is None or scored[alpha] < scored[best.alpha]:
             best = head
     return best, scored

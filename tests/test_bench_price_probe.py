@@ -10,6 +10,7 @@ import pytest
 
 import bench.price_probe as probe
 from conftest import write_items
+from evaluation import compute_metrics
 from evaluation.report import read_predictions
 
 
@@ -35,7 +36,7 @@ def test_choose_picks_the_penalty_with_the_lowest_validation_rmsle():
     train, val = (x[:60], list(y[:60])), (x[60:], list(y[60:]))
     head, scored = probe.choose(train, val, [1e-6, 10.0, 1e6])
     assert head.alpha == min(scored, key=scored.get)
-    assert scored[head.alpha] == pytest.approx(probe.rmsle(val[1], head.predict(val[0])))
+    assert scored[head.alpha] == pytest.approx(compute_metrics(val[1], head.predict(val[0]))["rmsle"])
     assert scored[1e-6] > scored[10.0]    # 40 features on 60 items: no penalty overfits
 
 
